@@ -1,0 +1,115 @@
+"""Strict pydantic models of the SRE-facing policy YAML.
+
+    apiVersion: autoscaler.kserve.io/v1alpha1
+    kind: AutoscalingPolicy
+    metadata: {name: llm-chat}
+    spec:
+      targets:
+        - kind: InferenceService        # or Service (Knative) or Deployment
+          namespace: llm
+          name: chat                    # or selector: {matchLabels: {...}}
+          policy: {name: tokens, params: {tokensPerReplica: 2500}}
+          guards: {minReplicas: 1, maxReplicas: 8}
+          tokenLimits: {floor: 500}
+          actuation: {engine: knative, mode: floor}
+
+Unknown keys are errors everywhere. Shared settings across targets use YAML anchors and merge
+keys (``<<: *defaults``), which the loader supports, rather than an inheritance scheme of ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from autoscaler.core.types import TargetRef
+from autoscaler.policy.api import Params, Policy
+from autoscaler.policy.guards import Guards, TokenLimits
+from autoscaler.policy.registry import get_policy_class
+
+API_VERSION = "autoscaler.kserve.io/v1alpha1"
+KIND = "AutoscalingPolicy"
+
+
+class Selector(Params):
+    match_labels: dict[str, str] = Field(min_length=1)
+
+
+class PolicyRef(Params):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        try:
+            get_policy_class(v)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from e
+        return v
+
+
+class Actuation(Params):
+    """Which engine's knobs carry the decision (see docs/architecture.md, actuators)."""
+
+    engine: Literal["knative", "kserve", "keda", "deployment"] = "knative"
+    mode: Literal["pin", "floor", "target"] = Field(
+        "floor", description="pin: min=max=N; floor: min-scale only; target: per-pod target"
+    )
+    dry_run: bool = False
+
+
+class Target(Params):
+    kind: Literal["InferenceService", "Service", "Deployment"] = "InferenceService"
+    namespace: str = Field("default", min_length=1)
+    name: str | None = Field(None, min_length=1)
+    selector: Selector | None = None
+    policy: PolicyRef
+    guards: Guards = Field(default_factory=Guards)
+    token_limits: TokenLimits | None = None
+    actuation: Actuation = Field(default_factory=Actuation)
+
+    @model_validator(mode="after")
+    def _named_once(self) -> Target:
+        if (self.name is None) == (self.selector is None):
+            raise ValueError("set exactly one of name or selector")
+        return self
+
+    def ref(self, name: str | None = None) -> TargetRef:
+        """The concrete target (``name`` resolves a selector match)."""
+        resolved = name or self.name
+        if resolved is None:
+            raise ValueError("a selector target needs a resolved name")
+        return TargetRef(self.kind, self.namespace, resolved)
+
+    def build_policy(self) -> Policy[Any, Any]:
+        cls = get_policy_class(self.policy.name)
+        return cls(cls.params_model.model_validate(self.policy.params))
+
+
+class Metadata(Params):
+    name: str = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Spec(Params):
+    targets: tuple[Target, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Spec:
+        seen: set[tuple[str, str, str]] = set()
+        for t in self.targets:
+            key = (t.kind, t.namespace, t.name or repr(t.selector))
+            if key in seen:
+                raise ValueError(f"target {t.kind} {t.namespace}/{key[2]} is listed twice")
+            seen.add(key)
+        return self
+
+
+class PolicyFile(Params):
+    api_version: Literal["autoscaler.kserve.io/v1alpha1"]
+    kind: Literal["AutoscalingPolicy"]
+    metadata: Metadata
+    spec: Spec

@@ -1,0 +1,115 @@
+"""Value types shared by every layer: targets, observations, proposals and decision records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+EMPTY: Mapping[str, float] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRef:
+    """A scaling target. ``kind`` is the Kubernetes kind (InferenceService, Service, Deployment)."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One timestamped reading of one signal for one target (``target`` is ``TargetRef.key``).
+
+    ``ts`` is the time the source says the value was true (a scrape's or a Prometheus sample's own
+    timestamp), not when we received it, so staleness is measured rather than guessed.
+    """
+
+    target: str
+    signal: str
+    value: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """What a policy wants before guards. ``replicas=None`` means "no valid decision this tick"
+    (missing data, as Knative's invalid decider result): the guards then hold the last good count.
+    """
+
+    replicas: int | None
+    token_rate: float | None = None
+    reason: str = ""
+    inputs: Mapping[str, float] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardAction:
+    """A guard changed the replica count (or token rate) from ``before`` to ``after``, and why."""
+
+    guard: str
+    before: float | None
+    after: float | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "guard": self.guard,
+            "before": self.before,
+            "after": self.after,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The record of one target's tick: what was seen, what the policy wanted, every clip and why.
+
+    The same record is logged, counted, served at /debug/decisions and written by the simulator.
+    """
+
+    target: str
+    ts: float
+    policy: str
+    current: int
+    ready: int
+    starting: int
+    proposal: int | None
+    replicas: int
+    token_rate: float | None
+    token_rate_per_replica: float | None
+    reason: str
+    signals_ok: bool
+    inputs: Mapping[str, float] = field(default_factory=lambda: EMPTY)
+    guards: tuple[GuardAction, ...] = field(default=())
+
+    @property
+    def changed(self) -> bool:
+        return self.replicas != self.current
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "ts": self.ts,
+            "policy": self.policy,
+            "current": self.current,
+            "ready": self.ready,
+            "starting": self.starting,
+            "inputs": dict(sorted(self.inputs.items())),
+            "proposal": self.proposal,
+            "replicas": self.replicas,
+            "token_rate": self.token_rate,
+            "token_rate_per_replica": self.token_rate_per_replica,
+            "reason": self.reason,
+            "signals_ok": self.signals_ok,
+            "guards": [g.to_dict() for g in self.guards],
+        }

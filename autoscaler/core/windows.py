@@ -1,0 +1,147 @@
+"""Rolling windows keyed by timestamps.
+
+A window keeps the samples of one signal for ``retention`` seconds and answers questions about any
+trailing span up to that: mean, max, last, percentile, the rate of a counter (with reset handling),
+and staleness. Spans are seconds measured on the samples' own timestamps, never counts of ticks, so
+a 60 s window means the same at a 1 s live tick and a 15 s simulator step.
+
+Cost: ``add`` is amortised O(1); ``mean`` and ``rate`` are O(log n) through prefix sums and a
+binary search; ``max`` and ``percentile`` are O(k) over the k samples in the span (C-speed slices).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+
+
+class SignalWindow:
+    """Samples of one signal. Non-finite values are dropped (they are missing data, not zero)."""
+
+    __slots__ = ("_cinc", "_csum", "_start", "_ts", "_vals", "dropped", "retention")
+
+    def __init__(self, retention: float) -> None:
+        if retention <= 0:
+            raise ValueError("retention must be positive")
+        self.retention = float(retention)
+        self._ts: list[float] = []
+        self._vals: list[float] = []
+        # Prefix sums (inclusive) of values and of counter increases, for O(1) span sums.
+        self._csum: list[float] = []
+        self._cinc: list[float] = []
+        self._start = 0  # index of the oldest retained sample
+        self.dropped = 0  # samples rejected as non-finite or out of order
+
+    def __len__(self) -> int:
+        return len(self._ts) - self._start
+
+    def add(self, ts: float, value: float) -> bool:
+        """Record a sample; returns False when it was rejected (NaN/inf, or older than the last)."""
+        if not math.isfinite(value) or not math.isfinite(ts):
+            self.dropped += 1
+            return False
+        tss = self._ts
+        if tss:
+            last_ts = tss[-1]
+            if ts < last_ts:
+                self.dropped += 1
+                return False
+            prev = self._vals[-1]
+            # A counter that went down was reset (a restarted pod): the new value is all increase.
+            inc = value - prev if value >= prev else value
+            csum = self._csum[-1] + value
+            cinc = self._cinc[-1] + inc
+        else:
+            csum = value
+            cinc = 0.0
+        tss.append(ts)
+        self._vals.append(value)
+        self._csum.append(csum)
+        self._cinc.append(cinc)
+        self._trim(ts)
+        return True
+
+    def _trim(self, now: float) -> None:
+        cutoff = now - self.retention
+        tss = self._ts
+        start = self._start
+        if tss[start] >= cutoff:
+            return
+        # Keep the newest sample even when it is older than the retention: it still tells staleness.
+        start = min(bisect_left(tss, cutoff, start), len(tss) - 1)
+        self._start = start
+        if start > 64 and start * 2 > len(tss):
+            self._compact()
+
+    def _compact(self) -> None:
+        s = self._start
+        base_sum = self._csum[s - 1]
+        base_inc = self._cinc[s - 1]
+        self._ts = self._ts[s:]
+        self._vals = self._vals[s:]
+        # Re-base the prefix sums so float error does not grow over a long run.
+        self._csum = [c - base_sum for c in self._csum[s:]]
+        self._cinc = [c - base_inc for c in self._cinc[s:]]
+        self._start = 0
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    @property
+    def last(self) -> float | None:
+        return self._vals[-1] if self._ts else None
+
+    @property
+    def last_ts(self) -> float | None:
+        return self._ts[-1] if self._ts else None
+
+    def age(self, now: float) -> float:
+        """Seconds since the newest sample; infinity when there has never been one."""
+        return now - self._ts[-1] if self._ts else math.inf
+
+    def _first_in(self, now: float, span: float) -> int:
+        return bisect_left(self._ts, now - span, self._start)
+
+    def count(self, now: float, span: float) -> int:
+        return len(self._ts) - self._first_in(now, span)
+
+    def mean(self, now: float, span: float) -> float | None:
+        """Mean of the samples in (now - span, now]; None when the span holds no sample."""
+        i = self._first_in(now, span)
+        n = len(self._ts)
+        if i >= n:
+            return None
+        total = self._csum[-1] - (self._csum[i - 1] if i > 0 else 0.0)
+        return total / (n - i)
+
+    def max(self, now: float, span: float) -> float | None:
+        i = self._first_in(now, span)
+        return max(self._vals[i:]) if i < len(self._ts) else None
+
+    def min(self, now: float, span: float) -> float | None:
+        i = self._first_in(now, span)
+        return min(self._vals[i:]) if i < len(self._ts) else None
+
+    def percentile(self, now: float, span: float, q: float) -> float | None:
+        """The q-th percentile (0..100) with linear interpolation, as numpy's default."""
+        i = self._first_in(now, span)
+        if i >= len(self._ts):
+            return None
+        vals = sorted(self._vals[i:])
+        pos = (len(vals) - 1) * min(max(q, 0.0), 100.0) / 100.0
+        lo = int(pos)
+        hi = min(lo + 1, len(vals) - 1)
+        return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
+
+    def rate(self, now: float, span: float) -> float | None:
+        """Per-second increase of a counter over the span, counting a drop as a reset.
+
+        Needs two samples in the span; like Prometheus' ``rate`` it does not look before the span.
+        """
+        i = self._first_in(now, span)
+        n = len(self._ts)
+        if n - i < 2:
+            return None
+        dt = self._ts[-1] - self._ts[i]
+        if dt <= 0:
+            return None
+        return (self._cinc[-1] - self._cinc[i]) / dt

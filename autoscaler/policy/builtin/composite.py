@@ -1,0 +1,90 @@
+"""``max``: several policies combined by the largest proposal, as the HPA combines metrics.
+
+Missing data follows the HPA (A.3): when some members cannot decide, the valid ones may still
+scale up, but never down (a scale-down needs every signal). The token-rate limit is the smallest
+any member proposes (the most conservative).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from autoscaler.core.snapshot import Snapshot
+from autoscaler.core.types import Proposal
+from autoscaler.policy.api import Params, Policy
+from autoscaler.policy.registry import get_policy_class
+
+
+class Member(Params):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v == "max":
+            raise ValueError("a max policy cannot contain another max")
+        try:
+            get_policy_class(v)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from e
+        return v
+
+
+class MaxParams(Params):
+    policies: tuple[Member, ...] = Field(min_length=1)
+
+
+@dataclass(slots=True)
+class MaxState:
+    states: list[object]
+
+
+class MaxPolicy(Policy[MaxParams, MaxState]):
+    name: ClassVar[str] = "max"
+    params_model: ClassVar[type[Params]] = MaxParams
+
+    def __init__(self, params: MaxParams) -> None:
+        super().__init__(params)
+        self.members: list[Policy[Any, Any]] = []
+        for m in params.policies:
+            cls = get_policy_class(m.name)
+            self.members.append(cls(cls.params_model.model_validate(m.params)))
+
+    def required_signals(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for m in self.members:
+            seen.update(dict.fromkeys(m.required_signals()))
+        return tuple(seen)
+
+    def retention_seconds(self) -> float:
+        return max(m.retention_seconds() for m in self.members)
+
+    def initial_state(self, snap: Snapshot) -> MaxState:
+        return MaxState([m.initial_state(snap) for m in self.members])
+
+    def decide(self, snap: Snapshot, state: MaxState) -> tuple[Proposal, MaxState]:
+        best: int | None = None
+        invalid = False
+        rates: list[float] = []
+        inputs: dict[str, float] = {}
+        reasons: list[str] = []
+        for i, m in enumerate(self.members):
+            prop, state.states[i] = m.decide(snap, state.states[i])
+            inputs.update(prop.inputs)
+            reasons.append(f"{m.name}={prop.replicas}")
+            if prop.token_rate is not None:
+                rates.append(prop.token_rate)
+            if prop.replicas is None:
+                invalid = True
+            elif best is None or prop.replicas > best:
+                best = prop.replicas
+        rate = min(rates) if rates else None
+        if best is None or (invalid and best < snap.current):
+            return Proposal(None, token_rate=rate, reason="; ".join(reasons), inputs=inputs), state
+        return Proposal(
+            best, token_rate=rate, reason="max(" + ", ".join(reasons) + ")", inputs=inputs
+        ), state

@@ -1,0 +1,76 @@
+"""``hpa``: the Kubernetes HPA (autoscaling/v2) over any target-wide signal.
+
+Exact upstream math through compat.kubernetes: per-metric replicas with tolerance, several metrics
+combined by max with the missing-metric rules of A.3, then the behavior path of A.4 (stabilization
+both ways, then Pods/Percent rate limits). ``minReplicas``/``maxReplicas`` here are the HPA's own;
+the target's guards still bound the result.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+
+from autoscaler.core.snapshot import Snapshot
+from autoscaler.core.types import Proposal
+from autoscaler.policy.api import Params, Policy
+from autoscaler.policy.builtin.hpa_common import (
+    Behavior,
+    HpaMemory,
+    HpaMetric,
+    combine,
+    metric_replicas,
+)
+from autoscaler.policy.compat.kubernetes import Tolerance
+
+
+class HpaParams(Params):
+    metrics: tuple[HpaMetric, ...] = Field(min_length=1)
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(10, ge=1)
+    tolerance: float = Field(0.1, ge=0, lt=1)
+    behavior: Behavior = Field(default_factory=Behavior)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> HpaParams:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(
+                f"maxReplicas ({self.max_replicas}) must be >= minReplicas ({self.min_replicas})"
+            )
+        return self
+
+
+class HpaPolicy(Policy[HpaParams, HpaMemory]):
+    name: ClassVar[str] = "hpa"
+    params_model: ClassVar[type[Params]] = HpaParams
+
+    def required_signals(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m.signal for m in self.params.metrics))
+
+    def retention_seconds(self) -> float:
+        windows = [float(w) for w in self.params.behavior.windows()]
+        windows += [m.window_seconds for m in self.params.metrics]
+        return max([*windows, 60.0])
+
+    def initial_state(self, snap: Snapshot) -> HpaMemory:
+        return HpaMemory()
+
+    def decide(self, snap: Snapshot, state: HpaMemory) -> tuple[Proposal, HpaMemory]:
+        p = self.params
+        cur = snap.current
+        if cur == 0:
+            return Proposal(0, reason="ScalingDisabled: zero replicas"), state
+        if cur > p.max_replicas:
+            return Proposal(p.max_replicas, reason="TooManyReplicas"), state
+        if cur < p.min_replicas:
+            return Proposal(p.min_replicas, reason="TooFewReplicas"), state
+        tol = Tolerance(p.tolerance, p.tolerance)
+        desired = combine(cur, [metric_replicas(snap, cur, m, tol) for m in p.metrics])
+        if desired is None:
+            return Proposal(None, reason="FailedGetExternalMetric"), state
+        final, reason = state.normalize(
+            snap.now, cur, desired, p.min_replicas, p.max_replicas, p.behavior
+        )
+        inputs = {m.signal: v for m in p.metrics if (v := snap.last(m.signal)) is not None}
+        return Proposal(final, reason=f"{reason} (metrics want {desired})", inputs=inputs), state

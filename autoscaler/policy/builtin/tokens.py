@@ -1,0 +1,84 @@
+"""``tokens``: replicas from token throughput per replica, and the matching token-rate limit.
+
+Demand is the rate of the prompt and generation token counters (or a tokens/s gauge), plus the
+tokens the agent refused (throttled demand is demand we did not serve, so sustained throttling
+scales up). desired = ceil(demand / (tokensPerReplica * targetUtilization)).
+
+The limit is what the ready replicas can serve: ready * tokensPerReplica * limitHeadroom, so
+admitted load stays within capacity while new replicas start, and rises as they become ready.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field
+
+from autoscaler.core import signals
+from autoscaler.core.snapshot import Snapshot
+from autoscaler.core.types import Proposal
+from autoscaler.policy.api import Params, Policy
+
+
+class TokensParams(Params):
+    counters: tuple[str, ...] = (signals.PROMPT_TOKENS_TOTAL, signals.GENERATION_TOKENS_TOTAL)
+    gauge: str | None = Field(None, description="a tokens/s gauge to use instead of counters")
+    tokens_per_replica: float = Field(gt=0, description="tokens/s one replica serves within SLO")
+    target_utilization: float = Field(0.8, gt=0, le=1)
+    window_seconds: float = Field(60.0, gt=0)
+    include_throttled: bool = True
+    limit_headroom: float = Field(1.0, gt=0)
+
+
+@dataclass(frozen=True, slots=True)
+class TokensState:
+    pass
+
+
+def token_demand(snap: Snapshot, p: TokensParams) -> float | None:
+    """Tokens/s asked of the target over the window, or None when it cannot be measured."""
+    if p.gauge is not None:
+        demand = snap.mean(p.gauge, p.window_seconds)
+        if demand is None:
+            return None
+    else:
+        demand = 0.0
+        for name in p.counters:
+            r = snap.rate(name, p.window_seconds)
+            if r is None:
+                return None
+            demand += r
+    if p.include_throttled:
+        demand += snap.mean(signals.THROTTLED_TOKENS_PER_SECOND, p.window_seconds) or 0.0
+    return demand
+
+
+class TokensPolicy(Policy[TokensParams, TokensState]):
+    name: ClassVar[str] = "tokens"
+    params_model: ClassVar[type[Params]] = TokensParams
+
+    def required_signals(self) -> tuple[str, ...]:
+        return (self.params.gauge,) if self.params.gauge else self.params.counters
+
+    def retention_seconds(self) -> float:
+        return self.params.window_seconds
+
+    def initial_state(self, snap: Snapshot) -> TokensState:
+        return TokensState()
+
+    def decide(self, snap: Snapshot, state: TokensState) -> tuple[Proposal, TokensState]:
+        p = self.params
+        limit = max(snap.ready, 1) * p.tokens_per_replica * p.limit_headroom
+        demand = token_demand(snap, p)
+        if demand is None:
+            return Proposal(None, token_rate=limit, reason="no token rate yet"), state
+        per_replica = p.tokens_per_replica * p.target_utilization
+        desired = math.ceil(demand / per_replica - 1e-9)
+        return Proposal(
+            desired,
+            token_rate=limit,
+            reason=f"{demand:.4g} tokens/s / {per_replica:.4g} per replica",
+            inputs={"tokens_per_second": demand},
+        ), state
