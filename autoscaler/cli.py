@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from autoscaler.config.loader import load_policy, validate_files
@@ -56,7 +56,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     doc = load_policy(args.policy)
     engine = Engine.from_policy(doc)
     keys = sorted(engine.targets)
-    print(f"{'t(s)':>6} {'target':<24} {'signal':>10} {'raw':>5} {'final':>5}  guards")
+    if not args.json:  # JSON lines carry no header, so every line parses
+        print(f"{'t(s)':>6} {'target':<24} {'signal':>10} {'raw':>5} {'final':>5}  guards")
     for now, observations in demo_sequence(keys, seconds=args.seconds, step=args.step):
         for d in engine.tick(now, observations):
             if args.json:
@@ -68,6 +69,107 @@ def cmd_decide(args: argparse.Namespace) -> int:
                 f"{now:6.0f} {d.target:<24} {shown:10.1f} {d.proposal!s:>5} {d.replicas:>5}  "
                 f"{clips}"
             )
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on stderr, shown only for runs longer than a few seconds."""
+
+    def __init__(self, label: str, timer: Callable[[], float], enabled: bool) -> None:
+        self.label = label
+        self.timer = timer
+        self.enabled = enabled
+        self.started = timer()
+        self.shown = False
+
+    def __call__(self, fraction: float) -> None:
+        if not self.enabled or self.timer() - self.started < 3.0:
+            return
+        bar = "#" * int(fraction * 30)
+        sys.stderr.write(f"\r{self.label:<28} [{bar:<30}] {fraction * 100:5.1f}%")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r" + " " * 70 + "\r")
+            sys.stderr.flush()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from autoscaler.service.clock import perf_timer
+    from autoscaler.sim.cluster_config import load_cluster
+    from autoscaler.sim.report import comparison_table, write_report
+    from autoscaler.sim.runner import simulate
+    from autoscaler.sim.traces import load_trace
+
+    policies = [(p, load_policy(p)) for p in args.policy]
+    cluster = load_cluster(args.cluster).spec
+    trace = load_trace(
+        args.trace,
+        args.trace_format,
+        start_s=args.start,
+        end_s=args.end,
+        speedup=args.speedup,
+        seed=args.seed,
+    )
+    slo = args.slo_ttft if args.slo_ttft is not None else cluster.slo_ttft_seconds
+    if not args.quiet:
+        print(
+            f"trace {trace.name}: {trace.requests} requests over {trace.span_s / 3600:.2f} h; "
+            f"SLO TTFT {slo:g}s",
+            file=sys.stderr,
+        )
+    results = []
+    for path, doc in policies:
+        bar = _Progress(doc.metadata.name, perf_timer, not args.quiet)
+        result = simulate(
+            trace, doc, cluster, seed=args.seed, slo_ttft_s=slo, timer=perf_timer, progress=bar
+        )
+        bar.done()
+        result.compact()  # keep a TTFT sample, not every request: memory ~ trace, not x policies
+        result.metrics = {"policy": doc.metadata.name, "file": str(path), **result.metrics}
+        results.append(result)
+    print(comparison_table(results, slo))
+    trace_info = {
+        "name": trace.name,
+        "format": trace.fmt,
+        "requests": trace.requests,
+        "span_s": round(trace.span_s, 3),
+    }
+    if args.json:
+        out = {
+            "trace": trace_info,
+            "slo_ttft_s": slo,
+            "seed": args.seed,
+            "policies": [r.metrics for r in results],
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    if args.report:
+        written = write_report(Path(args.report), trace_info, results, slo)
+        if not args.quiet:
+            print(f"report: {written[0]}", file=sys.stderr)
+    return 0
+
+
+def cmd_trace_synth(args: argparse.Namespace) -> int:
+    from autoscaler.sim.synth import synth_trace, write_csv
+
+    trace = synth_trace(
+        args.duration,
+        args.mean_rps,
+        seed=args.seed,
+        diurnal_amplitude=args.diurnal_amplitude,
+        diurnal_period_s=args.diurnal_period,
+        burst_rate_per_h=args.bursts_per_hour,
+        burst_multiplier=args.burst_multiplier,
+        burst_duration_s=args.burst_seconds,
+        idle_gap_fraction=args.idle_fraction,
+        token_profile=args.tokens,
+    )
+    write_csv(trace, args.out)
+    print(f"{args.out}: {trace.requests} requests over {args.duration:g}s", file=sys.stderr)
     return 0
 
 
@@ -92,6 +194,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, default=15.0, help="seconds between ticks")
     p.add_argument("--json", action="store_true", help="decision records as JSON lines")
     p.set_defaults(func=cmd_decide)
+
+    p = sub.add_parser("simulate", help="replay a trace under one or more policies")
+    p.add_argument("--trace", required=True, help="trace file (see docs/simulator.md)")
+    p.add_argument(
+        "--trace-format",
+        default="auto",
+        help="auto, azure, mooncake, alibaba-requests, alibaba-qps, servegen, csv",
+    )
+    p.add_argument("--policy", action="append", required=True, help="policy YAML (repeatable)")
+    p.add_argument("--cluster", help="cluster model YAML (default: 8B model on one H100)")
+    p.add_argument("--slo-ttft", type=float, help="TTFT SLO in seconds (default: the cluster's)")
+    p.add_argument("--json", help="write results as JSON here")
+    p.add_argument("--report", help="write report.md and plots into this directory")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random draw")
+    p.add_argument("--speedup", type=float, default=1.0, help="replay at k x the trace's rate")
+    p.add_argument("--start", type=float, help="slice: first second of the trace to replay")
+    p.add_argument("--end", type=float, help="slice: second of the trace to stop at")
+    p.add_argument("--quiet", action="store_true", help="no progress or notes on stderr")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("trace", help="trace utilities")
+    tsub = p.add_subparsers(dest="trace_command", required=True)
+    p = tsub.add_parser("synth", help="write a seeded synthetic trace as generic CSV")
+    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--duration", type=float, default=3600.0, help="seconds")
+    p.add_argument("--mean-rps", type=float, default=5.0, help="mean requests per second")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tokens",
+        default="azure-conv",
+        help="token profile: azure-conv, azure-code, mooncake or none",
+    )
+    p.add_argument("--diurnal-amplitude", type=float, default=0.5)
+    p.add_argument("--diurnal-period", type=float, default=86400.0, help="seconds")
+    p.add_argument("--bursts-per-hour", type=float, default=1.0)
+    p.add_argument("--burst-multiplier", type=float, default=4.0)
+    p.add_argument("--burst-seconds", type=float, default=60.0)
+    p.add_argument("--idle-fraction", type=float, default=0.0, help="share of time with no load")
+    p.set_defaults(func=cmd_trace_synth)
     return parser
 
 
@@ -102,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
+        return 2
+    except ValueError as e:  # bad option values (e.g. a negative speedup)
+        print(f"autoscaler: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

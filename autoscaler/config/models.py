@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from autoscaler.core.types import TargetRef
 from autoscaler.policy.api import Params, Policy
@@ -30,6 +31,16 @@ from autoscaler.policy.registry import get_policy_class
 
 API_VERSION = "autoscaler.kserve.io/v1alpha1"
 KIND = "AutoscalingPolicy"
+
+# Error context key: the path, below the validated field, of the node a problem is about.
+AT = "at"
+
+
+def located_error(kind: str, message: str, *at: str | int) -> PydanticCustomError:
+    """A validation error that the loader reports at ``at`` below the validated field (pydantic
+    itself can only place a validator's error on the field or model it validates). ``message``
+    must not contain ``{at}``, which pydantic would fill from the context."""
+    return PydanticCustomError(kind, message, {AT: at})
 
 
 class Selector(Params):
@@ -97,15 +108,26 @@ class Metadata(Params):
 class Spec(Params):
     targets: tuple[Target, ...] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique(self) -> Spec:
-        seen: set[tuple[str, str, str]] = set()
-        for t in self.targets:
-            key = (t.kind, t.namespace, t.name or repr(t.selector))
+    @field_validator("targets")
+    @classmethod
+    def _unique(cls, targets: tuple[Target, ...]) -> tuple[Target, ...]:
+        seen: dict[tuple[str, str, str], int] = {}
+        for i, t in enumerate(targets):
+            if t.selector is not None:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(t.selector.match_labels.items()))
+                what = f"selector {labels}"
+            else:
+                what = str(t.name)
+            key = (t.kind, t.namespace, what)
             if key in seen:
-                raise ValueError(f"target {t.kind} {t.namespace}/{key[2]} is listed twice")
-            seen.add(key)
-        return self
+                raise located_error(
+                    "duplicate_target",
+                    f"target {t.kind} {t.namespace}/{what} is listed twice "
+                    f"(first as targets[{seen[key]}])",
+                    i,
+                )
+            seen[key] = i
+        return targets
 
 
 class PolicyFile(Params):

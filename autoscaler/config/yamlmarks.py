@@ -22,7 +22,13 @@ def load_with_marks(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
     problems: list[Problem] = []
     if not text.strip():
         return None, {}, [Problem(file, 1, 1, "file is empty")]
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:
+        # Raised before any mark exists: a control character (a NUL, say) in the text.
+        line, col = _position(text, e.position)
+        msg = f"invalid YAML: unacceptable character #x{e.character:04x}: {e.reason}"
+        return None, {}, [Problem(file, line, col, msg)]
     try:
         node = loader.get_single_node()
         if node is None:
@@ -35,13 +41,23 @@ def load_with_marks(text: str, file: str) -> tuple[Any, Marks, list[Problem]]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        msg = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
+        msg = ": ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
         return None, {}, [Problem(file, line, col, f"invalid YAML: {msg}")]
     except yaml.YAMLError as e:
         return None, {}, [Problem(file, 1, 1, f"invalid YAML: {e}")]
+    except RecursionError:
+        # PyYAML composes (and we walk) recursively; the reader knows how far it got.
+        line, col = loader.line + 1, loader.column + 1
+        return None, {}, [Problem(file, line, col, "invalid YAML: nested too deeply")]
     finally:
         loader.dispose()
     return data, marks, problems
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset into ``text``."""
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
 
 
 def _pos(node: yaml.Node) -> tuple[int, int]:
