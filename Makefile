@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m autoscaler validate policies
-	$(PY) -m autoscaler decide policies/llm-chat.yaml --seconds 900 --step 30
+	mkdir -p out
+	$(PY) -m autoscaler trace synth --out out/demo-trace.csv --duration 7200 --mean-rps 4 --seed 7 \
+		--tokens azure-conv --diurnal-period 7200 --bursts-per-hour 2
+	$(PY) -m autoscaler simulate --trace out/demo-trace.csv \
+		--policy policies/baselines/knative-kpa.yaml --policy policies/baselines/hpa-concurrency.yaml \
+		--policy policies/baselines/keda-queue.yaml --policy policies/baselines/static-peak.yaml \
+		--policy policies/llm-chat.yaml --json out/demo.json --report out/demo-report
 
 lint: $(STAMP)
 	$(PY) -m ruff check autoscaler tests benchmarks
