@@ -254,7 +254,10 @@ class Cluster:
         if out:
             self.ttft[h0:h1] = out
             if llm:
-                self.prompt_tokens += float(self._tin[h0:h1].sum())
+                tin = self._tin[h0:h1]
+                if dropped:  # timed-out requests were never prefilled: not in the counter
+                    tin = tin[~np.isnan(self.ttft[h0:h1])]
+                self.prompt_tokens += float(tin.sum())
                 self.generation_tokens += gen
         self.dropped += dropped
         self.head = h1

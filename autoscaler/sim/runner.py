@@ -153,10 +153,20 @@ def simulate(
         running = cluster.running(t1)
         cluster.set_batch(running, ready)
         now = base + t1
-        obs = [
+        # Replica status comes from the Kubernetes status source (a watch on what the actuator
+        # set), not from a scrape: it reaches the engine at once. Only scraped load signals lag.
+        # (Lagging it too made guards compare against a stale "current" and the stale-based
+        # decisions cancelled replicas still starting, flapping every few ticks.)
+        status = [
             Observation(key, signals.REPLICAS, float(replicas), now),
             Observation(key, signals.REPLICAS_READY, float(ready), now),
             Observation(key, signals.REPLICAS_STARTING, float(replicas - ready), now),
+        ]
+        if cluster.last_cold_start_s is not None:
+            status.append(
+                Observation(key, signals.COLD_START_SECONDS, cluster.last_cold_start_s, now)
+            )
+        obs = [
             Observation(key, signals.CONCURRENCY, float(running + waiting), now),
             Observation(key, signals.RUNNING, float(running), now),
             Observation(key, signals.WAITING, float(waiting), now),
@@ -171,11 +181,10 @@ def simulate(
                 now,
             ),
         ]
-        if cluster.last_cold_start_s is not None:
-            obs.append(Observation(key, signals.COLD_START_SECONDS, cluster.last_cold_start_s, now))
         pending.append(obs)
-        deliver = pending.popleft() if len(pending) > lag_ticks else []
-        (decision,) = engine.tick(now, deliver)
+        if len(pending) > lag_ticks:
+            status.extend(pending.popleft())
+        (decision,) = engine.tick(now, status)
         if on_decision is not None:
             on_decision(decision)
         if decision.replicas != replicas:
