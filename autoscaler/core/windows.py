@@ -12,7 +12,7 @@ binary search; ``max`` and ``percentile`` are O(k) over the k samples in the spa
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 
 class SignalWindow:
@@ -37,36 +37,32 @@ class SignalWindow:
 
     def add(self, ts: float, value: float) -> bool:
         """Record a sample; returns False when it was rejected (NaN/inf, or older than the last)."""
-        if not math.isfinite(value) or not math.isfinite(ts):
+        # value - value is 0.0 for finite numbers and NaN for NaN/inf: one cheap finiteness test.
+        if value - value != 0.0 or ts - ts != 0.0:
             self.dropped += 1
             return False
         tss = self._ts
         if tss:
-            last_ts = tss[-1]
-            if ts < last_ts:
+            if ts < tss[-1]:
                 self.dropped += 1
                 return False
             prev = self._vals[-1]
             # A counter that went down was reset (a restarted pod): the new value is all increase.
-            inc = value - prev if value >= prev else value
-            csum = self._csum[-1] + value
-            cinc = self._cinc[-1] + inc
+            self._cinc.append(self._cinc[-1] + (value - prev if value >= prev else value))
+            self._csum.append(self._csum[-1] + value)
         else:
-            csum = value
-            cinc = 0.0
+            self._cinc.append(0.0)
+            self._csum.append(value)
         tss.append(ts)
         self._vals.append(value)
-        self._csum.append(csum)
-        self._cinc.append(cinc)
-        self._trim(ts)
+        if tss[self._start] < ts - self.retention:
+            self._trim(ts)
         return True
 
     def _trim(self, now: float) -> None:
         cutoff = now - self.retention
         tss = self._ts
         start = self._start
-        if tss[start] >= cutoff:
-            return
         # Keep the newest sample even when it is older than the retention: it still tells staleness.
         start = min(bisect_left(tss, cutoff, start), len(tss) - 1)
         self._start = start
@@ -99,7 +95,9 @@ class SignalWindow:
         return now - self._ts[-1] if self._ts else math.inf
 
     def _first_in(self, now: float, span: float) -> int:
-        return bisect_left(self._ts, now - span, self._start)
+        # Spans are (now - span, now]: a sample exactly ``span`` old is out, so a 60 s span holds
+        # 60 samples at a 1 s period and 4 at 15 s, as the stabilization windows count.
+        return bisect_right(self._ts, now - span, self._start)
 
     def count(self, now: float, span: float) -> int:
         return len(self._ts) - self._first_in(now, span)

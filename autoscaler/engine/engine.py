@@ -65,12 +65,19 @@ class Engine:
 
     def observe(self, observations: Iterable[Observation]) -> None:
         targets = self._targets
+        rt: TargetRuntime | None = None
+        key = None
         for ob in observations:
-            rt = targets.get(ob.target)
+            if ob.target != key:  # observations usually come grouped by target
+                key = ob.target
+                rt = targets.get(key)
             if rt is None:
                 self.unknown_observations += 1
                 continue
-            rt.window(ob.signal).add(ob.ts, ob.value)
+            w = rt.windows.get(ob.signal)
+            if w is None:
+                w = rt.window(ob.signal)
+            w.add(ob.ts, ob.value)
 
     def tick(self, now: float, observations: Iterable[Observation] = ()) -> list[Decision]:
         self.observe(observations)
