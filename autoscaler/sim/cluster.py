@@ -11,7 +11,8 @@ Routing picks the replica that can begin the request soonest: the later of its e
 sequence slot and the end of its prefill backlog (prefills share a replica's compute, one after
 another), i.e. least outstanding prefill work, as least-request routing does. Each replica keeps a
 heap of its slots' free times, and one global heap holds one entry per replica keyed by when it can
-next begin a request; only the chosen replica's entry changes per request.
+next begin a request; only the chosen replica's entry changes per request. The per-request loop is
+compiled (``autoscaler.sim.kernel``); this class keeps the replica bookkeeping.
 
 The queue is a window [head, upto) over the trace's own arrays (FIFO order is arrival order), so
 there is no per-request object.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from autoscaler.sim import kernel
 from autoscaler.sim.cluster_config import ClusterSpec
 
 INF = math.inf
@@ -33,12 +35,9 @@ INF = math.inf
 
 @dataclass(slots=True)
 class Replica:
-    rid: int
+    row: int  # its row in the kernel's arrays (rows are reused after a replica retires)
     created: float
     ready_at: float
-    busy_until: float
-    prefill_free: float  # the replica's compute does one prefill at a time (FIFO)
-    slots: list[float]  # heap of its sequence slots' free times
 
 
 class Cluster:
@@ -58,31 +57,34 @@ class Cluster:
     ) -> None:
         self.spec = spec
         self.n = int(arrival.shape[0])
-        self._arr = arrival
-        self._prefill = prefill_s
-        self._work = work  # output tokens (llm) or service seconds (service model)
+        self._arr = np.ascontiguousarray(arrival, dtype=np.float64)
+        self._prefill = np.ascontiguousarray(prefill_s, dtype=np.float64)
+        self._work = np.ascontiguousarray(work, dtype=np.float64)  # output tokens or seconds
         self._tin = tokens_in
         self._tout = tokens_out
         self.slots = slots
         self.llm = llm
         self.rng = rng
-        # queue: requests [head, upto) have arrived and not started; python-list mirrors of the
-        # arrays for that region keep the hot loop off numpy scalars.
-        self.head = 0
+        self.head = 0  # requests [head, upto) have arrived and not started
         self.upto = 0
-        self._qa: list[float] = []
-        self._qp: list[float] = []
-        self._qw: list[float] = []
-        self._qbase = 0  # trace index of _qa[0]
         self.ttft = np.full(self.n, np.nan)
-        # replicas
-        self._next_rid = 0
+        # replicas: Python objects for bookkeeping, arrays for the kernel
         self.active: dict[int, Replica] = {}
-        self.retired: set[int] = set()
-        self._replica_heap: list[tuple[float, int]] = []  # (can next begin a request, rid)
-        self._inflight: list[float] = []  # finish times of started requests
-        self.billed_seconds = 0.0  # closed replica lifetimes
+        self._free_rows: list[int] = []
+        cap = 16
+        self._slots = np.zeros((cap, slots))
+        self._prefill_free = np.zeros(cap)
+        self._busy = np.zeros(cap)
+        self._gkey = np.zeros(cap)
+        self._grow = np.zeros(cap, dtype=np.int64)
+        self._gn = 0
+        self._inflight = np.zeros(max(1, self.n))
+        self._inn = 0
         self._draining: list[tuple[float, float]] = []  # (created, end) of retired replicas
+        # Replicas still starting, by when they become ready, and the count of ready ones, so the
+        # per-tick status costs O(changes), not O(replicas).
+        self._starting: list[tuple[float, int, Replica]] = []
+        self._ready = 0
         # counters
         self.cold_starts = 0
         self.cold_start_requests = 0
@@ -111,11 +113,31 @@ class Cluster:
             self._create(now, now)
         self.max_replicas = max(self.max_replicas, len(self.active))
 
+    def _row(self) -> int:
+        if self._free_rows:
+            return self._free_rows.pop()
+        row = len(self.active) + len(self._free_rows)
+        cap = self._busy.shape[0]
+        if row >= cap:
+            grow = cap
+            self._slots = np.concatenate([self._slots, np.zeros((grow, self.slots))])
+            self._prefill_free = np.concatenate([self._prefill_free, np.zeros(grow)])
+            self._busy = np.concatenate([self._busy, np.zeros(grow)])
+            self._gkey = np.concatenate([self._gkey, np.zeros(grow)])
+            self._grow = np.concatenate([self._grow, np.zeros(grow, dtype=np.int64)])
+        return row
+
     def _create(self, now: float, ready_at: float) -> None:
-        rid = self._next_rid
-        self._next_rid += 1
-        self.active[rid] = Replica(rid, now, ready_at, ready_at, ready_at, [ready_at] * self.slots)
-        heapq.heappush(self._replica_heap, (ready_at, rid))
+        row = self._row()
+        rep = self.active[row] = Replica(row, now, ready_at)
+        if ready_at > now:
+            heapq.heappush(self._starting, (ready_at, row, rep))
+        else:
+            self._ready += 1
+        self._slots[row, :] = ready_at
+        self._prefill_free[row] = ready_at
+        self._busy[row] = ready_at
+        self._gn = kernel.gheap_push(self._gkey, self._grow, self._gn, ready_at, row)
 
     def scale_to(self, n: int, now: float) -> None:
         active = len(self.active)
@@ -125,34 +147,48 @@ class Cluster:
                 self.cold_starts += 1
         elif n < active:
             # Cancel replicas still starting (newest first), then drain the least busy ready ones.
+            busy = self._busy
             starting = sorted(
                 (r for r in self.active.values() if r.ready_at > now),
-                key=lambda r: (-r.ready_at, -r.rid),
+                key=lambda r: (-r.ready_at, -r.created, r.row),
             )
             ready = sorted(
                 (r for r in self.active.values() if r.ready_at <= now),
-                key=lambda r: (r.busy_until, r.rid),
+                key=lambda r: (busy[r.row], r.created, r.row),
             )
             for r in (starting + ready)[: active - n]:
-                del self.active[r.rid]
-                self.retired.add(r.rid)
-                end = now if r.ready_at > now else max(now, r.busy_until)
+                del self.active[r.row]
+                if r.ready_at <= now:
+                    self._ready -= 1
+                self._gn = kernel.gheap_remove(self._gkey, self._grow, self._gn, r.row)
+                end = now if r.ready_at > now else max(now, float(busy[r.row]))
                 self._draining.append((r.created, end))
+                self._free_rows.append(r.row)
         self.max_replicas = max(self.max_replicas, len(self.active))
+
+    def advance(self, now: float) -> None:
+        """Count replicas that became ready by ``now`` and note the latest measured cold start."""
+        starting = self._starting
+        active = self.active
+        while starting and starting[0][0] <= now:
+            ready_at, row, rep = heapq.heappop(starting)
+            if active.get(row) is rep:  # not cancelled while starting
+                self._ready += 1
+                self.last_cold_start_s = ready_at - rep.created
 
     def status(self, now: float) -> tuple[int, int]:
         """(replicas asked for, replicas ready) at ``now``."""
-        ready = 0
-        for r in self.active.values():
-            if r.ready_at <= now:
-                ready += 1
-        return len(self.active), ready
+        self.advance(now)
+        return len(self.active), self._ready
 
-    def note_ready(self, t0: float, t1: float) -> None:
-        """Record the cold start of replicas that became ready in (t0, t1]."""
-        for r in self.active.values():
-            if t0 < r.ready_at <= t1 and r.ready_at > r.created:
-                self.last_cold_start_s = r.ready_at - r.created
+    def _first_ready(self) -> float:
+        """When the first replica is (or becomes) ready: -inf when one is ready now."""
+        if self._ready:
+            return -INF
+        starting = self._starting
+        while starting and self.active.get(starting[0][1]) is not starting[0][2]:
+            heapq.heappop(starting)
+        return starting[0][0] if starting else INF
 
     def replica_seconds(self, end: float) -> float:
         total = 0.0
@@ -167,19 +203,16 @@ class Cluster:
     def admit(self, t1: float) -> int:
         """Requests arriving before ``t1`` join the queue; returns how many arrived."""
         upto = int(np.searchsorted(self._arr, t1, side="left"))
-        if upto > self.upto:
-            lo = self.upto
-            self._qa.extend(self._arr[lo:upto].tolist())
-            self._qp.extend(self._prefill[lo:upto].tolist())
-            self._qw.extend(self._work[lo:upto].tolist())
-            arrived = upto - lo
+        arrived = upto - self.upto
+        if arrived > 0:
             self.upto = upto
             return arrived
         return 0
 
     def count_cold_requests(self, t0: float, t1: float) -> None:
         """Arrivals in [t0, t1) that found no ready replica (the activator held them)."""
-        first_ready = min((r.ready_at for r in self.active.values()), default=INF)
+        self.advance(t0)
+        first_ready = self._first_ready()
         if first_ready <= t0:
             return
         cut = min(first_ready, t1)
@@ -189,87 +222,41 @@ class Cluster:
 
     def serve(self, t0: float, t1: float) -> None:
         """Start every queued request whose start falls before ``t1``; time out the expired."""
-        heap = self._replica_heap
-        retired = self.retired
-        inflight = self._inflight
-        active = self.active
-        timeout = self.spec.max_queue_seconds
-        qa, qp, qw = self._qa, self._qp, self._qw
-        base = self._qbase
-        i = self.head - base
-        end = self.upto - base
-        out: list[float] = []
-        llm = self.llm
-        tpot = self._tpot
-        pop, push, replace = heapq.heappop, heapq.heappush, heapq.heapreplace
-        gen = 0.0
-        dropped = 0
-        while i < end:
-            while heap and heap[0][1] in retired:
-                pop(heap)
-            a = qa[i]
-            if heap:
-                f, rid = heap[0]
-                start = f if f > a else a
-            else:
-                start = INF
-                rid = -1
-            if start >= t1:
-                if a + timeout < t1:
-                    out.append(math.nan)
-                    dropped += 1
-                    i += 1
-                    continue
-                break
-            if start - a > timeout:
-                out.append(math.nan)
-                dropped += 1
-                i += 1
-                continue
-            pre = qp[i]
-            w = qw[i]
-            rep = active[rid]
-            rslots = rep.slots
-            if llm:
-                # Prefill shares the replica's compute: one at a time, in admission order.
-                first_token = start + pre
-                rep.prefill_free = first_token
-                finish = first_token + w * tpot
-            else:
-                first_token = start
-                finish = start + w
-            replace(rslots, finish)
-            nxt = rslots[0]
-            if llm and rep.prefill_free > nxt:
-                nxt = rep.prefill_free
-            replace(heap, (nxt, rid))
-            push(inflight, finish)
-            if finish > rep.busy_until:
-                rep.busy_until = finish
-            out.append(first_token - a)
-            gen += w
-            i += 1
         h0 = self.head
-        h1 = i + base
-        if out:
-            self.ttft[h0:h1] = out
-            if llm:
-                tin = self._tin[h0:h1]
-                if dropped:  # timed-out requests were never prefilled: not in the counter
-                    tin = tin[~np.isnan(self.ttft[h0:h1])]
-                self.prompt_tokens += float(tin.sum())
-                self.generation_tokens += gen
+        if h0 >= self.upto:
+            return
+        h1, self._inn, dropped, gen = kernel.serve(
+            t1,
+            h0,
+            self.upto,
+            self._arr,
+            self._prefill,
+            self._work,
+            self.llm,
+            self._tpot,
+            self.spec.max_queue_seconds,
+            self._slots,
+            self._prefill_free,
+            self._busy,
+            self._gkey,
+            self._grow,
+            self._gn,
+            self._inflight,
+            self._inn,
+            self.ttft,
+        )
+        if h1 > h0 and self.llm:
+            tin = self._tin[h0:h1]
+            if dropped:  # timed-out requests were never prefilled: not in the counter
+                tin = tin[~np.isnan(self.ttft[h0:h1])]
+            self.prompt_tokens += float(tin.sum())
+            self.generation_tokens += gen
         self.dropped += dropped
         self.head = h1
-        if i > 65536 and i * 2 > len(qa):
-            del qa[:i], qp[:i], qw[:i]
-            self._qbase = h1
 
     def running(self, now: float) -> int:
-        inflight = self._inflight
-        while inflight and inflight[0] <= now:
-            heapq.heappop(inflight)
-        return len(inflight)
+        self._inn = kernel.fheap_pop_until(self._inflight, self._inn, now)
+        return self._inn
 
     @property
     def waiting(self) -> int:

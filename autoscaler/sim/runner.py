@@ -147,7 +147,6 @@ def simulate(
         arrived = cluster.admit(t1)
         cluster.count_cold_requests(t0, t1)
         cluster.serve(t0, t1)
-        cluster.note_ready(t0, t1)
         replicas, ready = cluster.status(t1)
         waiting = cluster.waiting
         running = cluster.running(t1)
