@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from autoscaler.config.signals import Signals
 from autoscaler.core.types import TargetRef
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.guards import Guards, TokenLimits
@@ -80,6 +81,7 @@ class Target(Params):
     guards: Guards = Field(default_factory=Guards)
     token_limits: TokenLimits | None = None
     actuation: Actuation = Field(default_factory=Actuation)
+    signals: Signals = Field(default_factory=Signals)
 
     @model_validator(mode="after")
     def _named_once(self) -> Target:
