@@ -59,8 +59,29 @@ class ServiceModel(Params):
 class Signals(Params):
     """How signals reach the policy, as the live sources deliver them."""
 
-    tick_seconds: float = Field(1.0, gt=0, description="engine tick (and scrape) interval")
+    tick_seconds: float = Field(1.0, gt=0, description="engine tick interval")
+    scrape_seconds: float | None = Field(
+        None, gt=0, description="load signals are scraped this often (default: every tick)"
+    )
     lag_seconds: float = Field(0.0, ge=0, description="scrape-to-decision delay")
+
+    @model_validator(mode="after")
+    def _whole_ticks(self) -> Signals:
+        if self.scrape_seconds is not None:
+            ratio = self.scrape_seconds / self.tick_seconds
+            if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
+                raise ValueError(
+                    f"scrapeSeconds ({self.scrape_seconds:g}) must be a whole multiple of "
+                    f"tickSeconds ({self.tick_seconds:g})"
+                )
+        return self
+
+    @property
+    def scrape_every(self) -> int:
+        """Ticks between scrapes."""
+        if self.scrape_seconds is None:
+            return 1
+        return round(self.scrape_seconds / self.tick_seconds)
 
 
 class ClusterSpec(Params):

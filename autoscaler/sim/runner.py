@@ -138,6 +138,8 @@ def simulate(
     stride = max(1, int(end / tick / max(1, timeline_points)))
     pending: deque[list[Observation]] = deque()
     scale_events = 0
+    scrape_every = spec.signals.scrape_every
+    arrived_since = 0
     ticks = 0
     t0 = 0.0
     started = timer() if timer else 0.0
@@ -165,25 +167,27 @@ def simulate(
             status.append(
                 Observation(key, signals.COLD_START_SECONDS, cluster.last_cold_start_s, now)
             )
-        obs = [
-            Observation(key, signals.CONCURRENCY, float(running + waiting), now),
-            Observation(key, signals.RUNNING, float(running), now),
-            Observation(key, signals.WAITING, float(waiting), now),
-            Observation(key, signals.RPS, arrived / tick, now),
-            Observation(key, signals.REQUESTS_TOTAL, float(cluster.upto), now),
-            Observation(key, signals.PROMPT_TOKENS_TOTAL, cluster.prompt_tokens, now),
-            Observation(key, signals.GENERATION_TOKENS_TOTAL, cluster.generation_tokens, now),
-            Observation(
-                key,
-                signals.KV_CACHE_USAGE,
-                min(1.0, running / (ready * slots)) if ready else 0.0,
-                now,
-            ),
-        ]
-        pending.append(obs)
+        arrived_since += arrived
+        if ticks % scrape_every:
+            pending.append([])  # no scrape this tick; keep the lag line moving
+        else:
+            pending.append(
+                _scrape(
+                    cluster,
+                    key,
+                    now,
+                    running,
+                    waiting,
+                    ready,
+                    slots,
+                    arrived_since / (tick * scrape_every),
+                )
+            )
+            arrived_since = 0
         if len(pending) > lag_ticks:
             status.extend(pending.popleft())
         (decision,) = engine.tick(now, status)
+
         if on_decision is not None:
             on_decision(decision)
         if decision.replicas != replicas:
@@ -202,6 +206,31 @@ def simulate(
     wall = (timer() - started) if timer else 0.0
     metrics = summarize(trace, cluster, spec, slo, end, scale_events, wall)
     return RunResult(policy.metadata.name, metrics, cluster.ttft, timeline)
+
+
+def _scrape(
+    cluster: Cluster,
+    key: str,
+    now: float,
+    running: int,
+    waiting: int,
+    ready: int,
+    slots: int,
+    rps: float,
+) -> list[Observation]:
+    """The load signals a scrape of the target's pods (and the activator) would return now."""
+    return [
+        Observation(key, signals.CONCURRENCY, float(running + waiting), now),
+        Observation(key, signals.RUNNING, float(running), now),
+        Observation(key, signals.WAITING, float(waiting), now),
+        Observation(key, signals.RPS, rps, now),
+        Observation(key, signals.REQUESTS_TOTAL, float(cluster.upto), now),
+        Observation(key, signals.PROMPT_TOKENS_TOTAL, cluster.prompt_tokens, now),
+        Observation(key, signals.GENERATION_TOKENS_TOTAL, cluster.generation_tokens, now),
+        Observation(
+            key, signals.KV_CACHE_USAGE, min(1.0, running / (ready * slots)) if ready else 0.0, now
+        ),
+    ]
 
 
 def summarize(
