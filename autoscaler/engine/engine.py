@@ -8,6 +8,7 @@ records. The live control loop and the simulator both drive this same object.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 from autoscaler.config.models import PolicyFile, Target
@@ -16,6 +17,8 @@ from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import Decision, Observation, TargetRef
 from autoscaler.engine.target import TargetRuntime
 from autoscaler.policy.guards import GuardState, apply_guards, apply_token_guards
+
+_STATUS = signals.STATUS_SIGNALS
 
 
 class Engine:
@@ -74,9 +77,17 @@ class Engine:
             if rt is None:
                 self.unknown_observations += 1
                 continue
-            w = rt.windows.get(ob.signal)
+            signal = ob.signal
+            if signal in _STATUS:
+                # Replica status needs only its latest value: no window.
+                value = ob.value
+                if value - value == 0.0 and ob.ts >= rt.status_ts.get(signal, -math.inf):
+                    rt.status[signal] = value
+                    rt.status_ts[signal] = ob.ts
+                continue
+            w = rt.windows.get(signal)
             if w is None:
-                w = rt.window(ob.signal)
+                w = rt.window(signal)
             w.add(ob.ts, ob.value)
 
     def tick(self, now: float, observations: Iterable[Observation] = ()) -> list[Decision]:
@@ -84,23 +95,29 @@ class Engine:
         return [self._decide(rt, now) for rt in self._order]
 
     def _decide(self, rt: TargetRuntime, now: float) -> Decision:
-        windows = rt.windows
+        status = rt.status
         last = rt.last
-        w = windows.get(signals.REPLICAS)
-        if w is not None and w.last is not None:
-            current = int(w.last)
+        v = status.get(signals.REPLICAS)
+        if v is not None:
+            current = int(v)
         elif last is not None:
             current = last.replicas
         else:
-            wr = windows.get(signals.REPLICAS_READY)
-            current = int(wr.last) if wr is not None and wr.last is not None else 0
-        w = windows.get(signals.REPLICAS_READY)
-        ready = int(w.last) if w is not None and w.last is not None else current
-        w = windows.get(signals.REPLICAS_STARTING)
-        starting = int(w.last) if w is not None and w.last is not None else max(0, current - ready)
-        w = windows.get(signals.COLD_START_SECONDS)
-        cold = w.last if w is not None else None
-        snap = Snapshot(rt.ref.key, now, current, ready, starting, windows, cold, rt.hold_nonzero)
+            current = int(status.get(signals.REPLICAS_READY, 0.0))
+        v = status.get(signals.REPLICAS_READY)
+        ready = current if v is None else int(v)
+        v = status.get(signals.REPLICAS_STARTING)
+        starting = max(0, current - ready) if v is None else int(v)
+        snap = Snapshot(
+            rt.key,
+            now,
+            current,
+            ready,
+            starting,
+            rt.windows,
+            status.get(signals.COLD_START_SECONDS),
+            rt.hold_nonzero,
+        )
 
         policy = rt.policy
         state = rt.policy_state
@@ -122,9 +139,9 @@ class Engine:
         if token_actions:
             actions.extend(token_actions)
         decision = Decision(
-            target=rt.ref.key,
+            target=rt.key,
             ts=now,
-            policy=cfg.policy.name,
+            policy=rt.policy_name,
             current=current,
             ready=ready,
             starting=starting,

@@ -5,14 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from autoscaler.config.models import Target
-from autoscaler.core import signals
 from autoscaler.core.types import Decision, TargetRef
 from autoscaler.core.windows import SignalWindow
 from autoscaler.policy.api import Policy
 from autoscaler.policy.guards import GuardState
-
-# Status signals only need their latest value (and its age).
-_STATUS_RETENTION = 1.0
 
 
 class TargetRuntime:
@@ -23,18 +19,26 @@ class TargetRuntime:
         "config",
         "guard_state",
         "hold_nonzero",
+        "key",
         "last",
         "policy",
+        "policy_name",
         "policy_state",
         "ref",
         "required",
         "retention",
+        "status",
+        "status_ts",
         "windows",
     )
 
     def __init__(self, ref: TargetRef, config: Target) -> None:
         self.ref = ref
+        self.key = ref.key
         self.windows: dict[str, SignalWindow] = {}
+        # Replica status (spec, ready, starting, measured cold start): latest value and its time.
+        self.status: dict[str, float] = {}
+        self.status_ts: dict[str, float] = {}
         self.policy_state: Any = None
         self.guard_state: GuardState | None = None
         self.last: Decision | None = None
@@ -44,19 +48,17 @@ class TargetRuntime:
 
     def configure(self, config: Target) -> None:
         self.config = config
+        self.policy_name = config.policy.name
         self.policy: Policy[Any, Any] = config.build_policy()
         self.required = self.policy.required_signals()
         self.retention = max(
             self.policy.retention_seconds(), config.guards.fallback.max_signal_age_seconds, 1.0
         )
-        for name, w in self.windows.items():
-            w.retention = self._retention_for(name)
-
-    def _retention_for(self, name: str) -> float:
-        return _STATUS_RETENTION if name in signals.STATUS_SIGNALS else self.retention
+        for w in self.windows.values():
+            w.retention = self.retention
 
     def window(self, name: str) -> SignalWindow:
         w = self.windows.get(name)
         if w is None:
-            w = self.windows[name] = SignalWindow(self._retention_for(name))
+            w = self.windows[name] = SignalWindow(self.retention)
         return w

@@ -100,9 +100,11 @@ class Stabilization(Params):
 class StepRule(Params):
     """At most ``pods`` and/or ``percent`` change per ``periodSeconds`` (HPA behavior policies)."""
 
+    # Whole numbers within the HPA's own API limits: its rate math takes integer values and
+    # periods of 1..1800 s, and a fraction would be truncated (0.5 % or 0.5 s would become 0).
     pods: int | None = Field(None, ge=1)
-    percent: float | None = Field(None, gt=0)
-    period_seconds: float = Field(60.0, gt=0)
+    percent: int | None = Field(None, ge=1)
+    period_seconds: int = Field(60, ge=1, le=1800)
     select: Literal["Max", "Min", "Disabled"] = "Max"
 
     @model_validator(mode="after")
@@ -114,10 +116,11 @@ class StepRule(Params):
     def rules(self) -> ScalingRules:
         policies = []
         if self.pods is not None:
-            policies.append(HpaPolicy("Pods", self.pods, int(self.period_seconds)))
+            policies.append(HpaPolicy("Pods", self.pods, self.period_seconds))
         if self.percent is not None:
-            policies.append(HpaPolicy("Percent", int(self.percent), int(self.period_seconds)))
-        return ScalingRules(select_policy=self.select, policies=policies)
+            policies.append(HpaPolicy("Percent", self.percent, self.period_seconds))
+        # "Disabled" may come without limits; the HPA math rejects an empty list, not None.
+        return ScalingRules(select_policy=self.select, policies=policies or None)
 
 
 class HoldWhileScaling(Params):
@@ -263,13 +266,13 @@ def apply_guards(
         why = f"stale or missing signals: {', '.join(stale)}" if stale else "no valid proposal"
         actions.append(GuardAction("fallback", proposal.replicas, want, why))
 
-    # Idle tracking for scale-to-zero uses the policy's own view (only when it can see).
-    if signals_ok:
-        if want == 0:
-            if st.zero_since is None:
-                st.zero_since = now
-        else:
-            st.zero_since = None
+    # Idle tracking for scale-to-zero uses the policy's own view: idle is a zero proposal on fresh
+    # signals, so a spell without data restarts the clock (nobody saw it idle).
+    if signals_ok and want == 0:
+        if st.zero_since is None:
+            st.zero_since = now
+    else:
+        st.zero_since = None
 
     # 2. restart hold: no scale-down while the windows refill after a (re)start.
     if want < current and now - st.first_seen < g.restart_hold_seconds:
@@ -320,15 +323,14 @@ def apply_guards(
             )
             want = stabilized
 
-    # 5. step limits.
+    # 5. step limits. Events are kept for the longer period (each rule counts its own), and, as
+    # in the HPA's limit_rate, a scale-up limit is never below current nor a scale-down limit
+    # above it (current lags the events while the last decision is not applied yet).
+    keep = max((r.period_seconds for r in (g.step_up, g.step_down) if r is not None), default=0)
+    ups = _events(st.up_events, now, keep)
+    downs = _events(st.down_events, now, keep)
     if g.step_up is not None and want > current:
-        keep = g.step_up.period_seconds
-        limit = scale_up_limit(
-            current,
-            _events(st.up_events, now, keep),
-            _events(st.down_events, now, keep),
-            g.step_up.rules(),
-        )
+        limit = max(scale_up_limit(current, ups, downs, g.step_up.rules()), current)
         if want > limit:
             actions.append(
                 GuardAction(
@@ -337,13 +339,7 @@ def apply_guards(
             )
             want = limit
     if g.step_down is not None and want < current:
-        keep = g.step_down.period_seconds
-        limit = scale_down_limit(
-            current,
-            _events(st.up_events, now, keep),
-            _events(st.down_events, now, keep),
-            g.step_down.rules(),
-        )
+        limit = min(scale_down_limit(current, ups, downs, g.step_down.rules()), current)
         if want < limit:
             actions.append(
                 GuardAction(

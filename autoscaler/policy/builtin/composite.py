@@ -41,6 +41,7 @@ class MaxParams(Params):
 @dataclass(slots=True)
 class MaxState:
     states: list[object]
+    names: tuple[str, ...] = ()  # the member policy of each state, to carry them over a reload
 
 
 class MaxPolicy(Policy[MaxParams, MaxState]):
@@ -64,7 +65,22 @@ class MaxPolicy(Policy[MaxParams, MaxState]):
         return max(m.retention_seconds() for m in self.members)
 
     def initial_state(self, snap: Snapshot) -> MaxState:
-        return MaxState([m.initial_state(snap) for m in self.members])
+        return MaxState(
+            [m.initial_state(snap) for m in self.members], tuple(m.name for m in self.members)
+        )
+
+    def carry_state(self, old: object, snap: Snapshot) -> MaxState:
+        """After a reload, a member keeps its state when the same policy is at the same place;
+        any other member starts afresh (a state of another policy would not fit it)."""
+        if not isinstance(old, MaxState):
+            return self.initial_state(snap)
+        states: list[object] = []
+        for i, m in enumerate(self.members):
+            if i < len(old.states) and i < len(old.names) and old.names[i] == m.name:
+                states.append(m.carry_state(old.states[i], snap))
+            else:
+                states.append(m.initial_state(snap))
+        return MaxState(states, tuple(m.name for m in self.members))
 
     def decide(self, snap: Snapshot, state: MaxState) -> tuple[Proposal, MaxState]:
         best: int | None = None

@@ -63,6 +63,6 @@ class GpuPolicy(Policy[GpuParams, GpuState]):
         )
         return Proposal(
             desired,
-            reason=f"GPU utilization {util:.3f} vs {p.target_utilization:g}",
+            reason="GPU utilization",
             inputs={p.signal: util},
         ), state

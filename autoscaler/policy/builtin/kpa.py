@@ -126,7 +126,8 @@ class KpaPolicy(Policy[KpaParams, KpaState]):
             f"{name}_panic": panic or 0.0,
             "excess_burst_capacity": float(res.excess_burst_capacity),
         }
-        mode = "panic" if state.decider.panicking else "stable"
         return Proposal(
-            res.desired, reason=f"kpa {mode}: target {self.spec.target_value:g}", inputs=inputs
+            res.desired,
+            reason="kpa panic" if state.decider.panicking else "kpa stable",
+            inputs=inputs,
         ), state

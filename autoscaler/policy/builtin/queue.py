@@ -54,8 +54,6 @@ class QueuePolicy(Policy[QueueParams, QueueState]):
             desired = 0
         else:
             desired = math.ceil(value / p.target_per_replica - 1e-9)
-        return Proposal(
-            desired,
-            reason=f"{p.signal} {value:.4g} / {p.target_per_replica:g}",
-            inputs={p.signal: value},
-        ), state
+        # The reason stays a constant: the value is in inputs, and formatting numbers into a
+        # string for every target on every tick would cost more than the decision itself.
+        return Proposal(desired, reason="queue per replica", inputs={p.signal: value}), state

@@ -79,6 +79,6 @@ class TokensPolicy(Policy[TokensParams, TokensState]):
         return Proposal(
             desired,
             token_rate=limit,
-            reason=f"{demand:.4g} tokens/s / {per_replica:.4g} per replica",
+            reason="token demand per replica",
             inputs={"tokens_per_second": demand},
         ), state
