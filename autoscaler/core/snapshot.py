@@ -20,6 +20,7 @@ class Snapshot:
         "cold_start_s",
         "current",
         "hold_nonzero",
+        "max_age",
         "now",
         "ready",
         "starting",
@@ -36,6 +37,7 @@ class Snapshot:
         windows: Mapping[str, SignalWindow],
         cold_start_s: float | None = None,
         hold_nonzero: bool = False,
+        max_age: float = math.inf,
     ) -> None:
         self.target = target
         self.now = now
@@ -44,7 +46,12 @@ class Snapshot:
         self.starting = starting
         self.cold_start_s = cold_start_s
         self.hold_nonzero = hold_nonzero  # e.g. a canary rollout in progress
+        self.max_age = max_age  # signals older than this count as missing (fallback guard)
         self._windows = windows
+
+    def fresh(self, signal: str) -> bool:
+        """The signal has a sample no older than ``max_age``."""
+        return self.age(signal) <= self.max_age
 
     def has(self, signal: str) -> bool:
         return signal in self._windows and len(self._windows[signal]) > 0

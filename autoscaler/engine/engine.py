@@ -117,6 +117,7 @@ class Engine:
             rt.windows,
             status.get(signals.COLD_START_SECONDS),
             rt.hold_nonzero,
+            rt.max_age,
         )
 
         policy = rt.policy

@@ -21,6 +21,7 @@ class TargetRuntime:
         "hold_nonzero",
         "key",
         "last",
+        "max_age",
         "policy",
         "policy_name",
         "policy_state",
@@ -51,6 +52,7 @@ class TargetRuntime:
         self.policy_name = config.policy.name
         self.policy: Policy[Any, Any] = config.build_policy()
         self.required = self.policy.required_signals()
+        self.max_age = config.guards.fallback.max_signal_age_seconds
         self.retention = max(
             self.policy.retention_seconds(), config.guards.fallback.max_signal_age_seconds, 1.0
         )

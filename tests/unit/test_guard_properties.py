@@ -260,7 +260,8 @@ def down_limit(rule: dict[str, Any], base: int) -> int:
 @dataclass
 class Oracle:
     guards: dict[str, Any]
-    required: tuple[str, ...]
+    required: tuple[str, ...]  # every signal the policy reads
+    guard_required: tuple[str, ...]  # what the fallback guard watches (max: none, see below)
     last_ts: dict[str, float] = field(default_factory=dict)
     zero_since: float | None = None
     history: list[tuple[float, int, int]] = field(default_factory=list)  # (t, before, after)
@@ -269,9 +270,10 @@ class Oracle:
         if math.isfinite(value) and ts >= self.last_ts.get(name, -math.inf):
             self.last_ts[name] = ts
 
-    def fresh(self, now: float) -> bool:
+    def fresh(self, now: float, signals: tuple[str, ...] | None = None) -> bool:
         max_age = self.guards.get("fallback", {}).get("maxSignalAgeSeconds", 60.0)
-        return all(now - self.last_ts.get(s, -math.inf) <= max_age for s in self.required)
+        names = self.guard_required if signals is None else signals
+        return all(now - self.last_ts.get(s, -math.inf) <= max_age for s in names)
 
     def period_base(self, now: float, period: float, current: int) -> int:
         """Replicas in force when the period (now - period, now] began."""
@@ -307,7 +309,9 @@ def run_scenario(policy: str, sc: dict[str, Any]) -> None:
     lo, hi = g["minReplicas"], g["maxReplicas"]
     zero = g["scaleToZero"]
     need_idle = zero["idleSeconds"] + zero["graceSeconds"]
-    oracle = Oracle(g, required)
+    # The max policy leaves staleness to its members (a stale member is invalid, HPA-style: the
+    # others may scale up, nothing may scale down), so the guard itself watches no signal.
+    oracle = Oracle(g, required, () if policy == "max" else required)
     counters = dict.fromkeys(COUNTERS, 0.0)
     prev = sc["start"]
     now = sc["t0"]
@@ -357,6 +361,7 @@ def run_scenario(policy: str, sc: dict[str, Any]) -> None:
         if prev > 0 and d.replicas == 0:
             assert lo == 0, where
             assert ok, "to zero on stale or missing signals / no proposal: " + where
+            assert oracle.fresh(now, required), "to zero with a stale signal: " + where
             assert not hold, "to zero during a rollout: " + where
             assert oracle.zero_since is not None, where
             assert now - oracle.zero_since >= need_idle, "to zero before idle+grace: " + where

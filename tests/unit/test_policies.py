@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from autoscaler.config import parse_policy
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import Proposal
+from autoscaler.core.types import Observation, Proposal
 from autoscaler.core.windows import SignalWindow
+from autoscaler.engine import Engine
 from autoscaler.policy.api import Policy
 from autoscaler.policy.builtin.kpa import KpaParams
 from autoscaler.policy.registry import get_policy_class, policy_names
@@ -211,11 +213,7 @@ MAX = {
 
 def test_max_takes_the_largest_and_the_smallest_token_rate() -> None:
     p = build("max", MAX)
-    assert p.required_signals() == (
-        signals.WAITING,
-        signals.PROMPT_TOKENS_TOTAL,
-        signals.GENERATION_TOKENS_TOTAL,
-    )
+    assert p.required_signals() == ()  # members judge their own staleness
     assert p.retention_seconds() == 60
     prop, _ = decide(p, snap(60, 2, requests_waiting=at(60, 20), **_token_series()))
     assert prop.replicas == 5
@@ -565,3 +563,63 @@ def test_keda_hpa_default_scale_down_stabilization() -> None:
     assert k(45, 10, 10).replicas == 10  # wants 1; the HPA holds the 300 s max
     assert k(329, 10, 10).replicas == 10  # 10 was last recommended at t=30 (age 299)
     assert k(330, 10, 10).replicas == 1  # age 300: out of the window
+
+
+def test_keda_deactivation_holds_until_the_next_poll() -> None:
+    k = KedaDriver()
+    assert k(0, 0, 20).replicas == 1
+    assert k(360, 1, 0).replicas == 0  # inactive poll after the cooldown
+    # Between polls the deactivation stays in force (KEDA wrote it; its HPA is idle at zero).
+    for t in (365, 375, 385):
+        prop = k(float(t), 1, 0)
+        assert (prop.replicas, prop.reason) == (0, "KEDA deactivation after cooldown"), t
+    # The next poll sees load again: activation is decided afresh.
+    assert k(390, 1, 20).reason.startswith("HPA")
+
+
+def test_keda_reaches_zero_through_the_default_scale_to_zero_guard() -> None:
+    # 1 s ticks, 30 s polls, idle 300 s + grace 30 s in the guard: KEDA's proposal must stay at
+    # zero between polls, or the guard's idle clock restarts on every non-poll tick.
+    doc = parse_policy(
+        """
+apiVersion: autoscaler.kserve.io/v1alpha1
+kind: AutoscalingPolicy
+metadata: {name: k}
+spec:
+  targets:
+    - name: m
+      policy:
+        name: keda
+        params: {trigger: {signal: requests_waiting, target: 10}, cooldownPeriodSeconds: 60}
+      guards: {minReplicas: 0, maxReplicas: 5, stabilization: {downSeconds: 0}}
+"""
+    )
+    engine = Engine.from_policy(doc)
+    replicas = 1
+    reached = None
+    for t in range(0, 1200):
+        obs = [
+            Observation("default/m", signals.REPLICAS, float(replicas), float(t)),
+            Observation("default/m", signals.WAITING, 0.0, float(t)),
+        ]
+        (d,) = engine.tick(float(t), obs)
+        replicas = d.replicas
+        if replicas == 0 and reached is None:
+            reached = t
+    assert reached is not None
+    # KEDA deactivates at the first poll after its (strict) initial cooldown, t=30; the guard
+    # then needs its 300 s idle + 30 s grace of zero proposals, every tick: zero at 360.
+    assert reached == 360
+
+
+def test_max_scales_up_on_a_fresh_member_while_another_is_stale() -> None:
+    p = build("max", MAX)
+    # Token counters last seen 120 s ago (stale at the default 60 s), queue fresh and high.
+    s = snap(200, 2, requests_waiting=at(200, 40), **_token_series())
+    s.max_age = 60.0
+    prop, _ = decide(p, s)
+    assert prop.replicas == 10  # ceil(40 / 4): the HPA rule lets the valid metric scale up
+    s = snap(200, 12, requests_waiting=at(200, 4), **_token_series())
+    s.max_age = 60.0
+    prop, _ = decide(p, s)
+    assert prop.replicas is None  # but a scale-down needs every member fresh

@@ -54,12 +54,16 @@ class MaxPolicy(Policy[MaxParams, MaxState]):
         for m in params.policies:
             cls = get_policy_class(m.name)
             self.members.append(cls(cls.params_model.model_validate(m.params)))
+        self._required = [m.required_signals() for m in self.members]
 
     def required_signals(self) -> tuple[str, ...]:
-        seen: dict[str, None] = {}
-        for m in self.members:
-            seen.update(dict.fromkeys(m.required_signals()))
-        return tuple(seen)
+        # None for the guard: a member with stale signals is invalid here instead, so the others
+        # may still scale up (the HPA's rule); a scale-down needs every member, and a proposal
+        # of None (all invalid) still makes the fallback guard hold.
+        return ()
+
+    def _member_fresh(self, i: int, snap: Snapshot) -> bool:
+        return all(snap.fresh(s) for s in self._required[i])
 
     def retention_seconds(self) -> float:
         return max(m.retention_seconds() for m in self.members)
@@ -94,7 +98,7 @@ class MaxPolicy(Policy[MaxParams, MaxState]):
             reasons.append(f"{m.name}={prop.replicas}")
             if prop.token_rate is not None:
                 rates.append(prop.token_rate)
-            if prop.replicas is None:
+            if prop.replicas is None or not self._member_fresh(i, snap):
                 invalid = True
             elif best is None or prop.replicas > best:
                 best = prop.replicas

@@ -61,6 +61,11 @@ class KedaState:
     last_active: float | None = None
     last_poll: float | None = None
     active: bool = False
+    # KEDA's deactivation (set on a poll) stays in force until the next poll: KEDA writes the
+    # replica count once and the HPA is idle at zero, so between polls nothing scales it back up.
+    # Without this a tick between polls would propose the HPA's count and restart the
+    # scale-to-zero guard's idle clock, so a target with idle seconds would never reach zero.
+    deactivate_to: int | None = None
 
 
 class KedaPolicy(Policy[KedaParams, KedaState]):
@@ -88,6 +93,7 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
         # KEDA's scale loop, every pollingInterval.
         if state.last_poll is None or snap.now - state.last_poll >= p.polling_interval_seconds:
             state.last_poll = snap.now
+            state.deactivate_to = None
             state.active = value > p.activation_threshold
             if state.active:
                 if cur == 0 or (idle is not None and cur < lo):
@@ -101,11 +107,16 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
                     expired = snap.now > state.last_active + p.cooldown_period_seconds
                 if expired:
                     to = idle if idle is not None else lo
+                    state.deactivate_to = to
                     return Proposal(
                         to, reason="KEDA deactivation after cooldown", inputs=inputs
                     ), state
             elif idle is None and cur < lo:
                 return Proposal(lo, reason="below minReplicaCount", inputs=inputs), state
+        elif state.deactivate_to is not None and cur > state.deactivate_to:
+            return Proposal(
+                state.deactivate_to, reason="KEDA deactivation after cooldown", inputs=inputs
+            ), state
         if cur == 0 or (idle is not None and cur <= idle):
             return Proposal(cur, reason="ScalingDisabled: HPA idle at zero", inputs=inputs), state
         # The HPA KEDA created: minReplicas = max(min, 1).
