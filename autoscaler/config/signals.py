@@ -76,7 +76,8 @@ PRESETS: dict[str, tuple[MetricMapping, ...]] = {
         _m(sig.TTFT_P95_SECONDS, "vllm:time_to_first_token_seconds", "histogram", "max", 0.95),
     ),
     "kserve": (
-        _m(sig.REQUESTS_TOTAL, "request_predict_seconds", "counter"),
+        # The request count is the latency histogram's _count sample.
+        _m(sig.REQUESTS_TOTAL, "request_predict_seconds_count", "counter"),
         _m("latency_p95_seconds", "request_predict_seconds", "histogram", "max", 0.95),
     ),
     "queue-proxy": (
@@ -87,7 +88,8 @@ PRESETS: dict[str, tuple[MetricMapping, ...]] = {
         _m(sig.WAITING, "tgi_queue_size"),
         _m(sig.RUNNING, "tgi_batch_current_size"),
         _m(sig.REQUESTS_TOTAL, "tgi_request_count", "counter"),
-        _m(sig.GENERATION_TOKENS_TOTAL, "tgi_request_generated_tokens", "counter"),
+        # A histogram of tokens per request: its _sum sample counts the tokens generated.
+        _m(sig.GENERATION_TOKENS_TOTAL, "tgi_request_generated_tokens_sum", "counter"),
     ),
     "agent": (
         _m(sig.GPU_UTILIZATION, "autoscaler_agent_gpu_utilization_ratio", aggregate="mean"),

@@ -113,6 +113,11 @@ class StepRule(Params):
             raise ValueError("set pods or percent (or select: Disabled)")
         return self
 
+    @cached_property
+    def scaling_rules(self) -> ScalingRules:
+        """The HPA rules, built once per config rather than per target per tick."""
+        return self.rules()
+
     def rules(self) -> ScalingRules:
         policies = []
         if self.pods is not None:
@@ -330,7 +335,7 @@ def apply_guards(
     ups = _events(st.up_events, now, keep)
     downs = _events(st.down_events, now, keep)
     if g.step_up is not None and want > current:
-        limit = max(scale_up_limit(current, ups, downs, g.step_up.rules()), current)
+        limit = max(scale_up_limit(current, ups, downs, g.step_up.scaling_rules), current)
         if want > limit:
             actions.append(
                 GuardAction(
@@ -339,7 +344,7 @@ def apply_guards(
             )
             want = limit
     if g.step_down is not None and want < current:
-        limit = min(scale_down_limit(current, ups, downs, g.step_down.rules()), current)
+        limit = min(scale_down_limit(current, ups, downs, g.step_down.scaling_rules), current)
         if want < limit:
             actions.append(
                 GuardAction(
