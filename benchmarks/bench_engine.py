@@ -59,6 +59,8 @@ def main() -> None:
     keys = [r.key for r in refs]
     times = []
     tokens = 0.0
+    # Replica status follows the decisions, as it does when an actuator applies them.
+    replicas = dict.fromkeys(keys, 3.0)
     for tick in range(args.ticks + 5):
         now = 1_700_000_000.0 + tick
         tokens += 3000.0
@@ -66,8 +68,8 @@ def main() -> None:
         for i, k in enumerate(keys):
             load = 10.0 + (i % 50) + (tick % 7)
             obs += [
-                Observation(k, signals.REPLICAS, 3.0, now),
-                Observation(k, signals.REPLICAS_READY, 3.0, now),
+                Observation(k, signals.REPLICAS, replicas[k], now),
+                Observation(k, signals.REPLICAS_READY, replicas[k], now),
                 Observation(k, signals.CONCURRENCY, load, now),
                 Observation(k, signals.WAITING, load / 3, now),
                 Observation(k, signals.PROMPT_TOKENS_TOTAL, tokens, now),
@@ -77,6 +79,8 @@ def main() -> None:
         decisions = engine.tick(now, obs)
         dt = time.perf_counter() - t0
         assert len(decisions) == args.targets
+        for d in decisions:
+            replicas[d.target] = float(d.replicas)
         if tick >= 5:  # after the windows fill
             times.append(dt)
         elif tick == 4 and args.gc == "frozen":

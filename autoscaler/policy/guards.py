@@ -156,6 +156,11 @@ class Guards(Params):
     fallback: Fallback = Field(default_factory=Fallback)
     restart_hold_seconds: float = Field(60.0, ge=0)
 
+    @cached_property
+    def step_keep_seconds(self) -> int:
+        """How long scale events matter: the longest step-rule period (0 without rules)."""
+        return max((r.period_seconds for r in (self.step_up, self.step_down) if r), default=0)
+
     @model_validator(mode="after")
     def _ordered_bounds(self) -> Guards:
         if self.max_replicas < self.min_replicas:
@@ -235,9 +240,12 @@ def _window_extreme(dq: deque[tuple[float, int]], now: float, span: float) -> in
     return dq[0][1] if dq else None
 
 
-def _events(dq: deque[tuple[float, int]], now: float, keep: float) -> list[tuple[int, float]]:
+def _expire(dq: deque[tuple[float, int]], now: float, keep: float) -> None:
     while dq and now - dq[0][0] >= keep:
         dq.popleft()
+
+
+def _ages(dq: deque[tuple[float, int]], now: float) -> list[tuple[int, float]]:
     return [(change, now - ts) for ts, change in dq]
 
 
@@ -331,10 +339,13 @@ def apply_guards(
     # 5. step limits. Events are kept for the longer period (each rule counts its own), and, as
     # in the HPA's limit_rate, a scale-up limit is never below current nor a scale-down limit
     # above it (current lags the events while the last decision is not applied yet).
-    keep = max((r.period_seconds for r in (g.step_up, g.step_down) if r is not None), default=0)
-    ups = _events(st.up_events, now, keep)
-    downs = _events(st.down_events, now, keep)
+    # The (change, age) lists are built only when a rule applies: they are the costly part.
+    keep = g.step_keep_seconds
+    if keep:
+        _expire(st.up_events, now, keep)
+        _expire(st.down_events, now, keep)
     if g.step_up is not None and want > current:
+        ups, downs = _ages(st.up_events, now), _ages(st.down_events, now)
         limit = max(scale_up_limit(current, ups, downs, g.step_up.scaling_rules), current)
         if want > limit:
             actions.append(
@@ -344,6 +355,7 @@ def apply_guards(
             )
             want = limit
     if g.step_down is not None and want < current:
+        ups, downs = _ages(st.up_events, now), _ages(st.down_events, now)
         limit = min(scale_down_limit(current, ups, downs, g.step_down.scaling_rules), current)
         if want < limit:
             actions.append(
@@ -372,10 +384,11 @@ def apply_guards(
 
     if signals_ok:
         st.last_good = want
-    if want > current:
-        st.up_events.append((now, want - current))
-    elif want < current:
-        st.down_events.append((now, current - want))  # upstream stores both as positive counts
+    if keep:  # without step rules nobody reads the events
+        if want > current:
+            st.up_events.append((now, want - current))
+        elif want < current:
+            st.down_events.append((now, current - want))  # upstream stores positive counts
     return want, signals_ok, actions
 
 
