@@ -252,7 +252,11 @@ class CounterAggregator(SignalAggregator):
                 continue
             found = self._select(r.samples)
             if not found:
-                self._pods.pop(r.pod, None)
+                # The pod answered without the metric (kserve shows a histogram only after the
+                # first request). Remember it with no series, so that when the metric appears
+                # it counts from zero instead of being taken as a baseline and losing the first
+                # requests. It still gives no value now: an absent metric may be a wrong name.
+                self._pods[r.pod] = _CounterMemory(r.ts, {})
                 continue
             series: dict[Series, float] = {}
             ts = r.ts
@@ -325,7 +329,7 @@ class HistogramAggregator(SignalAggregator):
                 continue
             found = self._select(r.samples)
             if not found:
-                self._pods.pop(r.pod, None)
+                self._pods[r.pod] = {}  # as for counters: a later series counts from zero
                 continue
             by_series: dict[Series, list[tuple[float, float]]] = {}
             ts = r.ts

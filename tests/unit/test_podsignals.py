@@ -92,3 +92,21 @@ def test_counter_mean_aggregate_is_a_per_pod_average_increase() -> None:
     )
     assert problems == []
     assert out == (20.0, 10)
+
+
+def test_a_metric_that_appears_on_a_known_pod_counts_from_zero() -> None:
+    # kserve shows request_predict_seconds only after a pod's first request: those first
+    # requests must count, not become the baseline.
+    agg = CounterAggregator(MetricMapping(signal="t_total", metric="c", type="counter"))
+    scanner = Scanner(agg.names)
+    problems: list[str] = []
+    # The pod answers without the metric: no value (an absent metric may be a wrong name).
+    assert agg.update([_reading("a", "other 1\n", 0, scanner)], problems.append) is None
+    assert agg.update([_reading("a", "c_total 7\n", 10, scanner)], problems.append) == (7.0, 10)
+    assert agg.update([_reading("a", "c_total 9\n", 20, scanner)], problems.append) == (9.0, 20)
+    # A pod seen for the first time with the metric already there is a baseline, as before.
+    assert agg.update(
+        [_reading("a", "c_total 9\n", 30, scanner), _reading("b", "c_total 500\n", 30, scanner)],
+        problems.append,
+    ) == (9.0, 30)
+    assert problems == []
