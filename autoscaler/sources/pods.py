@@ -30,6 +30,10 @@ class PodIndex:
     def set_pods(self, target: str, pods: tuple[PodInfo, ...] | list[PodInfo]) -> None:
         self._pods[target] = tuple(sorted(pods, key=lambda p: p.name))
 
+    def discard(self, target: str) -> None:
+        """Forget a target that is no longer managed (after a config reload)."""
+        self._pods.pop(target, None)
+
     def pods(self, target: str) -> tuple[PodInfo, ...]:
         return self._pods.get(target, ())
 
