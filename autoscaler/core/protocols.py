@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from autoscaler.core.types import Observation, TargetRef
+from autoscaler.core.types import Decision, Observation, TargetRef
 
 
 @dataclass(slots=True)
@@ -35,5 +35,37 @@ class Source(Protocol):
     name: str
 
     async def collect(self, targets: Sequence[TargetRef]) -> SourceReport: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ActuationOutcome:
+    """What an actuator did with one decision, reported back so a failed write is never
+    assumed applied.
+
+    ``applied``: the object now holds the decided values (written, or already equal).
+    ``wrote``: a write was sent and accepted. ``error`` is a short stable kind when not applied
+    ("conflict", "forbidden", "not_found", "invalid", "transient", "rate_limited", "timeout",
+    "owned_elsewhere", "no_revision"); ``changes`` maps each field written to (old, new).
+    """
+
+    target: str
+    applied: bool
+    wrote: bool = False
+    dry_run: bool = False
+    error: str | None = None
+    detail: str = ""
+    changes: dict[str, tuple[object, object]] = field(default_factory=dict)
+
+
+class Actuator(Protocol):
+    """Applies decisions to one kind of scaling knob. Never raises for a per-target problem."""
+
+    name: str
+
+    async def apply(
+        self, target: TargetRef, decision: Decision, actuation: object
+    ) -> ActuationOutcome: ...
 
     async def close(self) -> None: ...
