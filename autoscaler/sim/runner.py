@@ -83,6 +83,111 @@ def _service_arrays(
     return np.zeros(n), np.asarray(work, dtype=np.float64), False, svc.concurrency
 
 
+class SimWorld:
+    """The cluster model plus the signal path, stepped one tick at a time.
+
+    ``simulate`` drives it with the engine directly; the parity test drives the very same world
+    through the live control loop (a source that calls ``advance`` and an actuator that calls
+    ``apply``), and both must produce the same decision records.
+    """
+
+    def __init__(self, trace: Trace, key: str, spec: ClusterSpec, seed: int = 0) -> None:
+        self.trace = trace
+        self.key = key
+        self.spec = spec
+        rng = np.random.default_rng(seed)
+        prefill, work, llm, slots = _service_arrays(trace, spec, rng)
+        self.slots = slots
+        self.cluster = Cluster(
+            spec,
+            trace.arrival_s,
+            prefill,
+            work,
+            trace.input_tokens,
+            trace.output_tokens,
+            slots,
+            llm,
+            rng,
+        )
+        self.tick = spec.signals.tick_seconds
+        self.lag_ticks = math.ceil(spec.signals.lag_seconds / self.tick - 1e-9)
+        self.scrape_every = spec.signals.scrape_every
+        self.base = trace.start_epoch
+        last_arrival = float(trace.arrival_s[-1]) if trace.requests else 0.0
+        self.end = (math.floor(last_arrival / self.tick) + 1) * self.tick + spec.max_queue_seconds
+        self.t = 0.0
+        self.ticks = 0
+        self.primed = False
+        self.scale_events = 0
+        self.last: tuple[int, int, int, int] = (0, 0, 0, 0)  # replicas, ready, running, waiting
+        self._pending: deque[list[Observation]] = deque()
+        self._arrived_since = 0
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.end
+
+    def priming(self) -> list[Observation]:
+        """The status before any load: the first decision picks the warm starting count."""
+        n = float(self.spec.initial_replicas)
+        return [
+            Observation(self.key, signals.REPLICAS, n, self.base),
+            Observation(self.key, signals.REPLICAS_READY, n, self.base),
+        ]
+
+    def advance(self) -> list[Observation]:
+        """Serve the next tick's requests; return what the engine sees at its end."""
+        cluster = self.cluster
+        t0, t1 = self.t, self.t + self.tick
+        arrived = cluster.admit(t1)
+        cluster.count_cold_requests(t0, t1)
+        cluster.serve(t0, t1)
+        replicas, ready = cluster.status(t1)
+        waiting = cluster.waiting
+        running = cluster.running(t1)
+        cluster.set_batch(running, ready)
+        now = self.base + t1
+        key = self.key
+        # Replica status comes from the Kubernetes status source (a watch on what the actuator
+        # set), not from a scrape: it reaches the engine at once. Only scraped load signals lag.
+        # (Lagging it too made guards compare against a stale "current" and the stale-based
+        # decisions cancelled replicas still starting, flapping every few ticks.)
+        status = [
+            Observation(key, signals.REPLICAS, float(replicas), now),
+            Observation(key, signals.REPLICAS_READY, float(ready), now),
+            Observation(key, signals.REPLICAS_STARTING, float(replicas - ready), now),
+        ]
+        if cluster.last_cold_start_s is not None:
+            status.append(
+                Observation(key, signals.COLD_START_SECONDS, cluster.last_cold_start_s, now)
+            )
+        self._arrived_since += arrived
+        if self.ticks % self.scrape_every:
+            self._pending.append([])  # no scrape this tick; keep the lag line moving
+        else:
+            rps = self._arrived_since / (self.tick * self.scrape_every)
+            self._pending.append(
+                _scrape(cluster, key, now, running, waiting, ready, self.slots, rps)
+            )
+            self._arrived_since = 0
+        if len(self._pending) > self.lag_ticks:
+            status.extend(self._pending.popleft())
+        self.last = (replicas, ready, running, waiting)
+        self.t = t1
+        self.ticks += 1
+        return status
+
+    def apply(self, replicas: int) -> None:
+        """The decision taken at the current time lands on the cluster model."""
+        if not self.primed:
+            self.cluster.add_ready(replicas, 0.0)
+            self.primed = True
+            return
+        if replicas != self.last[0]:
+            self.scale_events += 1
+            self.cluster.scale_to(replicas, self.t)
+
+
 def simulate(
     trace: Trace,
     policy: PolicyFile,
@@ -104,108 +209,35 @@ def simulate(
         )
     key = sorted(engine.targets)[0]
     engine = Engine([(engine.targets[key].ref, engine.targets[key].config)])
-    rng = np.random.default_rng(seed)
-    prefill, work, llm, slots = _service_arrays(trace, spec, rng)
-    cluster = Cluster(
-        spec,
-        trace.arrival_s,
-        prefill,
-        work,
-        trace.input_tokens,
-        trace.output_tokens,
-        slots,
-        llm,
-        rng,
-    )
+    world = SimWorld(trace, key, spec, seed)
     slo = slo_ttft_s if slo_ttft_s is not None else spec.slo_ttft_seconds
-    tick = spec.signals.tick_seconds
-    lag_ticks = math.ceil(spec.signals.lag_seconds / tick - 1e-9)
-    base = trace.start_epoch
-    last_arrival = float(trace.arrival_s[-1]) if trace.requests else 0.0
-    end = (math.floor(last_arrival / tick) + 1) * tick + spec.max_queue_seconds
-    # Priming tick: the policy's view before any load decides the warm starting point (a static
-    # policy starts at its count, others at initialReplicas within their bounds).
-    status = [
-        Observation(key, signals.REPLICAS, float(spec.initial_replicas), base),
-        Observation(key, signals.REPLICAS_READY, float(spec.initial_replicas), base),
-    ]
-    (first,) = engine.tick(base, status)
+    (first,) = engine.tick(world.base, world.priming())
     if on_decision is not None:
         on_decision(first)
-    cluster.add_ready(first.replicas, 0.0)
+    world.apply(first.replicas)
 
     timeline = Timeline()
-    stride = max(1, int(end / tick / max(1, timeline_points)))
-    pending: deque[list[Observation]] = deque()
-    scale_events = 0
-    scrape_every = spec.signals.scrape_every
-    arrived_since = 0
-    ticks = 0
-    t0 = 0.0
+    stride = max(1, int(world.end / world.tick / max(1, timeline_points)))
     started = timer() if timer else 0.0
     next_progress = 0.05
-    while t0 < end:
-        t1 = t0 + tick
-        arrived = cluster.admit(t1)
-        cluster.count_cold_requests(t0, t1)
-        cluster.serve(t0, t1)
-        replicas, ready = cluster.status(t1)
-        waiting = cluster.waiting
-        running = cluster.running(t1)
-        cluster.set_batch(running, ready)
-        now = base + t1
-        # Replica status comes from the Kubernetes status source (a watch on what the actuator
-        # set), not from a scrape: it reaches the engine at once. Only scraped load signals lag.
-        # (Lagging it too made guards compare against a stale "current" and the stale-based
-        # decisions cancelled replicas still starting, flapping every few ticks.)
-        status = [
-            Observation(key, signals.REPLICAS, float(replicas), now),
-            Observation(key, signals.REPLICAS_READY, float(ready), now),
-            Observation(key, signals.REPLICAS_STARTING, float(replicas - ready), now),
-        ]
-        if cluster.last_cold_start_s is not None:
-            status.append(
-                Observation(key, signals.COLD_START_SECONDS, cluster.last_cold_start_s, now)
-            )
-        arrived_since += arrived
-        if ticks % scrape_every:
-            pending.append([])  # no scrape this tick; keep the lag line moving
-        else:
-            pending.append(
-                _scrape(
-                    cluster,
-                    key,
-                    now,
-                    running,
-                    waiting,
-                    ready,
-                    slots,
-                    arrived_since / (tick * scrape_every),
-                )
-            )
-            arrived_since = 0
-        if len(pending) > lag_ticks:
-            status.extend(pending.popleft())
-        (decision,) = engine.tick(now, status)
-
+    while not world.done:
+        observations = world.advance()
+        (decision,) = engine.tick(world.base + world.t, observations)
         if on_decision is not None:
             on_decision(decision)
-        if decision.replicas != replicas:
-            scale_events += 1
-            cluster.scale_to(decision.replicas, t1)
-        if ticks % stride == 0:
-            timeline.t.append(t1)
+        world.apply(decision.replicas)
+        if (world.ticks - 1) % stride == 0:
+            _, ready, running, waiting = world.last
+            timeline.t.append(world.t)
             timeline.desired.append(decision.replicas)
             timeline.ready.append(ready)
             timeline.demand.append(float(running + waiting))
-        ticks += 1
-        t0 = t1
-        if progress is not None and t0 / end >= next_progress:
-            progress(t0 / end)
+        if progress is not None and world.t / world.end >= next_progress:
+            progress(world.t / world.end)
             next_progress += 0.05
     wall = (timer() - started) if timer else 0.0
-    metrics = summarize(trace, cluster, spec, slo, end, scale_events, wall)
-    return RunResult(policy.metadata.name, metrics, cluster.ttft, timeline)
+    metrics = summarize(trace, world.cluster, spec, slo, world.end, world.scale_events, wall)
+    return RunResult(policy.metadata.name, metrics, world.cluster.ttft, timeline)
 
 
 def _scrape(
