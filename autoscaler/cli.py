@@ -173,6 +173,36 @@ def cmd_trace_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from autoscaler.service.app import main as service_main
+    from autoscaler.service.settings import Settings
+
+    env = Settings.env_defaults()
+    config = args.config or env.get("config")
+    if not config:
+        print("autoscaler run: --config (or AUTOSCALER_CONFIG) is required", file=sys.stderr)
+        return 2
+    values: dict[str, object] = {**env, "config": config}
+    flags = {
+        "kubeconfig": args.kubeconfig,
+        "namespaces": tuple(args.namespace) if args.namespace else None,
+        "tick_seconds": args.tick_seconds,
+        "listen": args.listen,
+        "lease_name": args.lease_name,
+        "lease_namespace": args.lease_namespace,
+        "identity": args.identity,
+        "log_level": args.log_level,
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if args.dry_run:
+        values["dry_run"] = True
+    if args.once:
+        values["once"] = True
+    if args.text_logs:
+        values["log_json"] = False
+    return service_main(Settings(**values))  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoscaler",
@@ -184,6 +214,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="policy files or directories")
     p.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "run",
+        help="the in-cluster service (every flag also from an environment variable)",
+        description="Run the autoscaler beside KServe: watch the targets of the policy, decide "
+        "every tick, write through the engines' own knobs. Only the leader (a Lease) writes; "
+        "followers compute in dry-run so a takeover starts warm.",
+    )
+    p.add_argument("--config", help="policy YAML, hot-reloaded when it changes (AUTOSCALER_CONFIG)")
+    p.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file; in-cluster config when absent (AUTOSCALER_KUBECONFIG)",
+    )
+    p.add_argument(
+        "--namespace",
+        action="append",
+        help="manage only targets in this namespace; "
+        "repeatable (AUTOSCALER_NAMESPACES, comma-separated)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="decide and record, write nothing (AUTOSCALER_DRY_RUN=1)",
+    )
+    p.add_argument(
+        "--tick-seconds",
+        type=float,
+        help="seconds between ticks, default 5 (AUTOSCALER_TICK_SECONDS)",
+    )
+    p.add_argument(
+        "--listen",
+        help="HTTP address for /metrics, /healthz, /readyz, /debug, "
+        "default :8080 (AUTOSCALER_LISTEN)",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="one tick (read, decide, write), then "
+        "print the decision records as JSON lines and exit",
+    )
+    p.add_argument("--lease-name", help="Lease for leader election (AUTOSCALER_LEASE_NAME)")
+    p.add_argument("--lease-namespace", help="namespace of the Lease (POD_NAMESPACE)")
+    p.add_argument("--identity", help="this replica's identity in the Lease (POD_NAME)")
+    p.add_argument(
+        "--log-level", help="debug shows one record per target per tick (AUTOSCALER_LOG_LEVEL)"
+    )
+    p.add_argument(
+        "--text-logs",
+        action="store_true",
+        help="plain text logs instead of JSON lines (AUTOSCALER_LOG_JSON=0)",
+    )
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the policy YAML")
     p.set_defaults(func=cmd_schema)

@@ -1,0 +1,249 @@
+"""The live composition root: builds clients, sources, engine, actuators, leader election and
+the HTTP app, and runs them until SIGTERM.
+
+Nothing here is created at import time; every run (and every test) gets fresh registries,
+sessions and clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from kubernetes_asyncio import client as kclient
+from kubernetes_asyncio import config as kconfig
+from prometheus_client import CollectorRegistry
+
+from autoscaler.config.models import PolicyFile, Target
+from autoscaler.core.protocols import Actuator, Source
+from autoscaler.core.types import TargetRef
+from autoscaler.engine import Engine
+from autoscaler.service.clock import SystemClock, perf_timer
+from autoscaler.service.http import ServiceState, build_http_app
+from autoscaler.service.logs import setup_logging
+from autoscaler.service.loop import ControlLoop
+from autoscaler.service.metrics import ServiceMetrics
+from autoscaler.service.reload import PolicyWatcher
+from autoscaler.service.settings import Settings
+from autoscaler.sources.kube_status import KubeStatusSource
+from autoscaler.sources.pods import PodIndex
+from autoscaler.sources.prometheus import PrometheusSource, prometheus_configs
+from autoscaler.sources.scrape import PodScrapeSource
+
+log = logging.getLogger("autoscaler.app")
+
+
+def managed_targets(doc: PolicyFile, settings: Settings) -> list[tuple[TargetRef, Target]]:
+    """The named targets of the policy within the namespaces this process manages.
+
+    Selector targets are listed in the policy but need resolving against the cluster; until the
+    resolver lands they are reported and skipped (never guessed).
+    """
+    out = []
+    for t in doc.spec.targets:
+        if settings.namespaces and t.namespace not in settings.namespaces:
+            continue
+        if t.name is None:
+            log.warning("selector target in %s is not resolved yet; skipped", t.namespace)
+            continue
+        out.append((t.ref(), t))
+    return out
+
+
+async def _kube_client(settings: Settings) -> kclient.ApiClient:
+    if settings.kubeconfig:
+        cfg = kclient.Configuration()
+        await kconfig.load_kube_config(config_file=settings.kubeconfig, client_configuration=cfg)
+        return kclient.ApiClient(configuration=cfg)
+    kconfig.load_incluster_config()
+    return kclient.ApiClient()
+
+
+class Service:
+    """One running service: wiring plus the pieces tests reach into."""
+
+    def __init__(
+        self, settings: Settings, api: kclient.ApiClient, session: aiohttp.ClientSession
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.session = session
+        self.clock = SystemClock()
+        self.registry = CollectorRegistry()
+        self.metrics = ServiceMetrics(self.registry)
+        self.watcher = PolicyWatcher(
+            Path(settings.config), self.clock, self.metrics, self.reload, interval=2.0, debounce=2.0
+        )
+        self.policy = self.watcher.initial()
+        pairs = managed_targets(self.policy, settings)
+        self.engine = Engine(pairs)
+        self.pods = PodIndex()
+        self.status = KubeStatusSource(
+            api, self.clock, pod_index=self.pods, pod_labels=self._pod_labels(pairs)
+        )
+        self.scrape = PodScrapeSource(session, self.pods, self._scrape_configs(pairs), self.clock)
+        self.prometheus = PrometheusSource(
+            session, prometheus_configs(pairs), clock=self.clock, rng=random.Random()
+        )
+        sources: list[Source] = [self.status, self.scrape, self.prometheus]
+        self.actuators: dict[str, Actuator] = self._build_actuators()
+        self.leader: Any = None
+        if not settings.once:
+            from autoscaler.service.leader import LeaderElector
+
+            self.leader = LeaderElector(
+                api,
+                settings.lease_namespace,
+                settings.lease_name,
+                settings.identity,
+                self.clock,
+                lease_duration=settings.lease_seconds,
+            )
+        self.loop = ControlLoop(
+            self.engine,
+            sources,
+            self.actuators,
+            self.clock,
+            self.metrics,
+            source_deadline=settings.source_deadline_seconds,
+            actuation_deadline=settings.actuation_deadline_seconds,
+            is_leader=self._is_leader,
+            dry_run=settings.dry_run,
+            timer=perf_timer,
+        )
+
+    def _is_leader(self) -> bool:
+        leading = self.leader is None or bool(self.leader.is_leader)
+        self.metrics.leader.set(1 if leading else 0)
+        return leading
+
+    @staticmethod
+    def _pod_labels(pairs: list[tuple[TargetRef, Target]]) -> dict[str, dict[str, str]]:
+        return {
+            ref.key: dict(t.signals.scrape.pod_labels)
+            for ref, t in pairs
+            if t.signals.scrape is not None and t.signals.scrape.pod_labels
+        }
+
+    @staticmethod
+    def _scrape_configs(pairs: list[tuple[TargetRef, Target]]) -> dict[str, Any]:
+        return {ref.key: t.signals.scrape for ref, t in pairs if t.signals.scrape is not None}
+
+    def _build_actuators(self) -> dict[str, Actuator]:
+        from autoscaler.actuators import build_actuators
+
+        return build_actuators(self.api, self.clock)
+
+    def reload(self, doc: PolicyFile) -> None:
+        """A valid new policy: carried state for persisting targets, at the next tick."""
+        pairs = managed_targets(doc, self.settings)
+        self.policy = doc
+        self.engine.set_targets(pairs)
+        keep = {ref.key for ref, _ in pairs}
+        for key in self.pods.targets():
+            if key not in keep:
+                self.pods.discard(key)
+        self.scrape.configure(self._scrape_configs(pairs))
+        self.prometheus.set_configs(prometheus_configs(pairs))
+        self.status.pod_labels = self._pod_labels(pairs)
+        self.loop.wake()
+
+    def http_app(self) -> web.Application:
+        state = ServiceState(
+            self.loop,
+            self.registry,
+            self.policy,
+            self.settings.config,
+            checks={
+                "config": lambda: self.policy is not None,
+                "kubernetes": lambda: (
+                    self.status.stats.get("lists", 0) > 0 or not self.engine.targets
+                ),
+                "ticked": lambda: self.loop.ticks > 0,
+            },
+            settings={k: v for k, v in vars(self.settings).items()},
+        )
+        app = build_http_app(state)
+        for sub in getattr(self, "extra_apps", []):
+            app.add_subapp(*sub)
+        app.cleanup_ctx.append(self._background)
+        return app
+
+    async def _background(self, app: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self.loop.run(stop, self.settings.tick_seconds), name="loop"),
+            asyncio.create_task(self.watcher.run(stop), name="reload"),
+        ]
+        if self.leader is not None:
+            tasks.append(asyncio.create_task(self.leader.run(), name="leader"))
+        yield
+        # SIGTERM: finish the tick in flight, release the Lease, close everything.
+        stop.set()
+        await asyncio.gather(*tasks[:2], return_exceptions=True)
+        if self.leader is not None:
+            tasks[2].cancel()
+            await asyncio.gather(tasks[2], return_exceptions=True)
+            await self.leader.release()
+        await self.close()
+
+    async def close(self) -> None:
+        await self.status.close()
+        await self.scrape.close()
+        await self.prometheus.close()
+        for a in self.actuators.values():
+            await a.close()
+
+
+@asynccontextmanager
+async def open_service(settings: Settings) -> AsyncIterator[Service]:
+    async with AsyncExitStack() as stack:
+        api = await _kube_client(settings)
+        stack.push_async_callback(api.close)
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        yield Service(settings, api, session)
+
+
+async def run_once(settings: Settings) -> int:
+    """One tick (sources, decisions, writes), decision records on stdout as JSON lines."""
+    async with open_service(settings) as svc:
+        try:
+            pairs = await svc.loop.tick()
+        finally:
+            await svc.close()
+    for d, _ in pairs:
+        record = svc.loop.records[d.target][-1]
+        sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+    return 0
+
+
+async def run_forever(settings: Settings) -> int:
+    async with open_service(settings) as svc:
+        runner = web.AppRunner(svc.http_app(), handle_signals=False)
+        await runner.setup()
+        host, port = settings.host_port
+        await web.TCPSite(runner, host, port).start()
+        log.info("serving on %s:%d, %d targets", host, port, len(svc.engine.targets))
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopped.set)
+        await stopped.wait()
+        log.info("shutting down")
+        await runner.cleanup()
+    return 0
+
+
+def main(settings: Settings) -> int:
+    setup_logging(settings.log_level, settings.log_json)
+    return asyncio.run(run_once(settings) if settings.once else run_forever(settings))

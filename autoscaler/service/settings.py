@@ -1,0 +1,73 @@
+"""Process settings (the service's tier of config, apart from SRE policy): flags, with every
+flag also readable from an environment variable, flags winning."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    v = os.environ.get(name)
+    return v if v not in (None, "") else default
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    v = _env(name)
+    return default if v is None else v.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class Settings:
+    config: str
+    kubeconfig: str | None = None
+    namespaces: tuple[str, ...] = ()  # empty: every namespace the policy names
+    dry_run: bool = False
+    tick_seconds: float = 5.0
+    listen: str = ":8080"
+    once: bool = False
+    lease_name: str = "kserve-autoscaler"
+    lease_namespace: str = "default"
+    identity: str = field(default_factory=socket.gethostname)
+    lease_seconds: float = 15.0
+    source_deadline_seconds: float = 5.0
+    actuation_deadline_seconds: float = 10.0
+    log_level: str = "info"
+    log_json: bool = True
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return (host or "0.0.0.0"), int(port)
+
+    @staticmethod
+    def env_defaults() -> dict[str, object]:
+        """Defaults taken from AUTOSCALER_* (and the downward API's POD_NAME/POD_NAMESPACE)."""
+        out: dict[str, object] = {}
+        pairs = {
+            "config": "AUTOSCALER_CONFIG",
+            "kubeconfig": "AUTOSCALER_KUBECONFIG",
+            "listen": "AUTOSCALER_LISTEN",
+            "lease_name": "AUTOSCALER_LEASE_NAME",
+            "lease_namespace": "POD_NAMESPACE",
+            "identity": "POD_NAME",
+            "log_level": "AUTOSCALER_LOG_LEVEL",
+        }
+        for key, var in pairs.items():
+            v = _env(var)
+            if v is not None:
+                out[key] = v
+        for key, var in (
+            ("tick_seconds", "AUTOSCALER_TICK_SECONDS"),
+            ("lease_seconds", "AUTOSCALER_LEASE_SECONDS"),
+        ):
+            v = _env(var)
+            if v is not None:
+                out[key] = float(v)
+        ns = _env("AUTOSCALER_NAMESPACES")
+        if ns:
+            out["namespaces"] = tuple(x.strip() for x in ns.split(",") if x.strip())
+        out["dry_run"] = _env_bool("AUTOSCALER_DRY_RUN")
+        out["log_json"] = _env_bool("AUTOSCALER_LOG_JSON", True)
+        return out
