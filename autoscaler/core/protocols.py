@@ -47,7 +47,8 @@ class ActuationOutcome:
     ``applied``: the object now holds the decided values (written, or already equal).
     ``wrote``: a write was sent and accepted. ``error`` is a short stable kind when not applied
     ("conflict", "forbidden", "not_found", "invalid", "transient", "rate_limited", "timeout",
-    "owned_elsewhere", "no_revision"); ``changes`` maps each field written to (old, new).
+    "owned_elsewhere", "no_revision", "unsupported"); ``changes`` maps each field written to
+    (old, new).
     """
 
     target: str

@@ -140,9 +140,15 @@ class Service:
         return {ref.key: t.signals.scrape for ref, t in pairs if t.signals.scrape is not None}
 
     def _build_actuators(self) -> dict[str, Actuator]:
-        from autoscaler.actuators import build_actuators
+        from autoscaler.actuators import ENGINES, ApiCaller, EventRecorder, build_actuator
 
-        return build_actuators(self.api, self.clock)
+        # One caller and one event recorder: every actuator shares the client-side rate limit.
+        caller = ApiCaller(self.clock)
+        events = EventRecorder(self.api, caller, self.clock)
+        return {
+            name: build_actuator(name, self.api, self.clock, caller=caller, events=events)
+            for name in ENGINES
+        }
 
     def reload(self, doc: PolicyFile) -> None:
         """A valid new policy: carried state for persisting targets, at the next tick."""
