@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_sim.py
 	$(PY) benchmarks/bench_traces.py
+
+# KEDA's external scaler contract: the generated stubs are committed (see docs/keda.md); they
+# need protobuf >= the version in the header of externalscaler_pb2.py and grpcio >= the one
+# in externalscaler_pb2_grpc.py.
+proto:
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. \
+		autoscaler/actuators/proto/externalscaler.proto
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
