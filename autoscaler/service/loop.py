@@ -41,6 +41,7 @@ class ControlLoop:
         is_leader: Callable[[], bool] = lambda: True,
         dry_run: bool = False,
         timer: Callable[[], float] | None = None,
+        publishers: Sequence[Actuator] = (),
     ) -> None:
         self.engine = engine
         self.sources = list(sources)
@@ -52,6 +53,9 @@ class ControlLoop:
         self.is_leader = is_leader
         self.dry_run = dry_run
         self.timer = timer
+        # Applied to every decision that carries a token-rate limit, besides the engine's own
+        # actuator (the limits reach the agents through them).
+        self.publishers = list(publishers)
         self._history = history
         self.records: dict[str, deque[dict[str, Any]]] = {}
         self.ticks = 0
@@ -68,6 +72,15 @@ class ControlLoop:
         decisions = self.engine.tick(now, observations)
         leader = self.is_leader()
         outcomes = await asyncio.gather(*(self._apply(d, leader) for d in decisions))
+        if self.publishers:
+            await asyncio.gather(
+                *(
+                    self._publish(p, d, leader)
+                    for d in decisions
+                    if d.token_rate is not None
+                    for p in self.publishers
+                )
+            )
         pairs = list(zip(decisions, outcomes, strict=True))
         for d, o in pairs:
             self._record(d, o)
@@ -119,6 +132,22 @@ class ControlLoop:
             return ActuationOutcome(
                 d.target, applied=False, dry_run=dry, error="exception", detail=repr(e)
             )
+
+    async def _publish(self, publisher: Actuator, d: Decision, leader: bool) -> None:
+        rt = self.engine.targets[d.target]
+        actuation = rt.config.actuation
+        if self.dry_run or not leader:
+            actuation = actuation.model_copy(update={"dry_run": True})
+        try:
+            o = await asyncio.wait_for(
+                publisher.apply(rt.ref, d, actuation), self.actuation_deadline
+            )
+        except TimeoutError:
+            o = ActuationOutcome(d.target, applied=False, error="timeout")
+        except Exception as e:
+            log.exception("publisher %s failed for %s", publisher.name, d.target)
+            o = ActuationOutcome(d.target, applied=False, error="exception", detail=repr(e))
+        self.metrics.record_outcome(o)
 
     def _record(self, d: Decision, o: ActuationOutcome) -> None:
         self.metrics.record_decision(d)

@@ -282,3 +282,34 @@ async def test_reload_rejects_a_bad_file_and_keeps_the_last_good(tmp_path: Path)
     assert not w.poll()  # reported once, not on every poll
     _write(path, POLICY)
     assert w.poll() and len(applied) == 1  # fixing the file applies it
+
+
+async def test_token_limits_go_to_the_publishers_too() -> None:
+    doc = parse_policy(
+        """
+apiVersion: autoscaler.kserve.io/v1alpha1
+kind: AutoscalingPolicy
+metadata: {name: tok}
+spec:
+  targets:
+    - {name: t, namespace: ns, policy: {name: tokens, params: {tokensPerReplica: 100}},
+       tokenLimits: {floor: 50}, actuation: {engine: deployment}}
+    - {name: q, namespace: ns, policy: {name: queue, params: {targetPerReplica: 2}},
+       actuation: {engine: deployment}}
+"""
+    )
+    clock = ManualClock(1_700_000_000.0)
+    main, tokens = Recorder("deployment"), Recorder("tokens")
+    loop = ControlLoop(
+        Engine.from_policy(doc),
+        [],
+        {"deployment": main},
+        clock,
+        ServiceMetrics(CollectorRegistry()),
+        publishers=[tokens],
+        is_leader=lambda: False,
+    )
+    await loop.tick()
+    assert sorted(k for k, _, _ in main.calls) == ["ns/q", "ns/t"]
+    # Only the target with a token-rate limit is published, in dry-run as a follower.
+    assert tokens.calls == [("ns/t", 1, True)]
