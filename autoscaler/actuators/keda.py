@@ -59,6 +59,7 @@ from autoscaler.actuators.base import (
 from autoscaler.actuators.calls import MERGE_PATCH_KWARGS, Rejected, error_kind
 from autoscaler.actuators.events import ObjectRef
 from autoscaler.actuators.published import Published, PublishedDecisions
+from autoscaler.config.models import KedaBounds
 from autoscaler.core.clock import Clock
 from autoscaler.core.errors import ActuationError, ConflictError
 from autoscaler.core.protocols import ActuationOutcome
@@ -180,6 +181,15 @@ class KedaActuator(WritingActuator):
     ) -> ActuationOutcome:
         settings = actuation if isinstance(actuation, KedaActuation) else None
         dry = bool(getattr(actuation, "dry_run", False))
+        bounds = getattr(actuation, "keda", None)
+        if settings is None and isinstance(bounds, KedaBounds):  # the policy's actuation block
+            settings = KedaActuation(
+                owned=bounds.owned,
+                scaled_object=bounds.scaled_object,
+                min_replicas=bounds.min_replica_count,
+                max_replicas=bounds.max_replica_count,
+                dry_run=dry,
+            )
         key = target.key
         if target.kind not in self.kinds:
             detail = f"engine keda drives {', '.join(self.kinds)}, not {target.kind}"

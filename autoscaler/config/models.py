@@ -62,14 +62,32 @@ class PolicyRef(Params):
         return v
 
 
+class KedaBounds(Params):
+    """engine keda: the decision is served to KEDA (docs/keda.md); with ``owned`` the policy
+    also owns these bounds of the ScaledObject, written rarely and only when they differ."""
+
+    scaled_object: str | None = Field(None, description="default: the target's name")
+    owned: bool = False
+    min_replica_count: int | None = Field(None, ge=0)
+    max_replica_count: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> KedaBounds:
+        lo, hi = self.min_replica_count, self.max_replica_count
+        if lo is not None and hi is not None and hi < lo:
+            raise ValueError(f"maxReplicaCount ({hi}) must be >= minReplicaCount ({lo})")
+        return self
+
+
 class Actuation(Params):
-    """Which engine's knobs carry the decision (see docs/architecture.md, actuators)."""
+    """Which engine's knobs carry the decision (docs/actuators.md, docs/keda.md)."""
 
     engine: Literal["knative", "kserve", "keda", "deployment"] = "knative"
     mode: Literal["pin", "floor", "target"] = Field(
         "floor", description="pin: min=max=N; floor: min-scale only; target: per-pod target"
     )
     dry_run: bool = False
+    keda: KedaBounds | None = None
 
 
 class Target(Params):

@@ -499,3 +499,38 @@ def test_example_scaled_objects_point_at_our_endpoints() -> None:
     for doc in (api, push):
         behavior = doc["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
         assert behavior["scaleUp"]["tolerance"] == behavior["scaleDown"]["tolerance"] == "0"
+
+
+async def test_the_policy_actuation_block_drives_owned_bounds(
+    kube: FakeKube, api: ApiClient, clock: VirtualClock, board: PublishedDecisions
+) -> None:
+    from autoscaler.config import parse_policy
+
+    doc = parse_policy(
+        """
+apiVersion: autoscaler.kserve.io/v1alpha1
+kind: AutoscalingPolicy
+metadata: {name: k}
+spec:
+  targets:
+    - name: chat
+      namespace: llm
+      policy: {name: queue, params: {targetPerReplica: 2}}
+      actuation:
+        engine: keda
+        keda: {owned: true, minReplicaCount: 2, maxReplicaCount: 12}
+"""
+    )
+    kube.seed(scaled_object(minReplicaCount=1, maxReplicaCount=10))
+    keda = actuator(api, clock, board, resync_seconds=300)
+    out = await keda.apply(chat(), decision(4), doc.spec.targets[0].actuation)
+    assert out.applied and out.wrote
+    spec = so(kube)["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 12)
+    # Without ownership the same block serves the signal and writes nothing.
+    kube.seed(scaled_object(minReplicaCount=1, maxReplicaCount=10))
+    unowned = doc.spec.targets[0].actuation.model_copy(
+        update={"keda": doc.spec.targets[0].actuation.keda.model_copy(update={"owned": False})}  # type: ignore[union-attr]
+    )
+    out = await actuator(api, clock, board).apply(chat(), decision(4), unowned)
+    assert out.applied and not out.wrote
