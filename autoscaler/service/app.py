@@ -98,6 +98,7 @@ class Service:
         sources: list[Source] = [self.status, self.scrape, self.prometheus]
         self.actuators: dict[str, Actuator] = self._build_actuators()
         self.leader: Any = None
+        self.http_state: ServiceState | None = None  # what the HTTP handlers read
         if not settings.once:
             from autoscaler.service.leader import LeaderElector
 
@@ -162,6 +163,8 @@ class Service:
         self.scrape.configure(self._scrape_configs(pairs))
         self.prometheus.set_configs(prometheus_configs(pairs))
         self.status.pod_labels = self._pod_labels(pairs)
+        if self.http_state is not None:
+            self.http_state.policy = doc  # /debug/config shows the policy in effect
         self.loop.wake()
 
     def http_app(self) -> web.Application:
@@ -179,6 +182,7 @@ class Service:
             },
             settings={k: v for k, v in vars(self.settings).items()},
         )
+        self.http_state = state
         app = build_http_app(state)
         for sub in getattr(self, "extra_apps", []):
             app.add_subapp(*sub)
@@ -224,6 +228,9 @@ async def run_once(settings: Settings) -> int:
     """One tick (sources, decisions, writes), decision records on stdout as JSON lines."""
     async with open_service(settings) as svc:
         try:
+            # The pod scrape reads the pods the status source lists, and the sources of a tick
+            # run concurrently: list them first, or the one tick would scrape no pod.
+            await svc.status.collect([rt.ref for rt in svc.engine.targets.values()])
             pairs = await svc.loop.tick()
         finally:
             await svc.close()
@@ -233,13 +240,21 @@ async def run_once(settings: Settings) -> int:
     return 0
 
 
+async def start_http(svc: Service) -> web.AppRunner:
+    """Serve the HTTP app on ``settings.listen``; its startup starts the control loop, the
+    reload watcher and leader election, and ``runner.cleanup()`` (what SIGTERM triggers) stops
+    them gracefully. ``runner.addresses`` holds the bound address (for port 0)."""
+    runner = web.AppRunner(svc.http_app(), handle_signals=False)
+    await runner.setup()
+    host, port = svc.settings.host_port
+    await web.TCPSite(runner, host, port).start()
+    log.info("serving on %s:%d, %d targets", host, port, len(svc.engine.targets))
+    return runner
+
+
 async def run_forever(settings: Settings) -> int:
     async with open_service(settings) as svc:
-        runner = web.AppRunner(svc.http_app(), handle_signals=False)
-        await runner.setup()
-        host, port = settings.host_port
-        await web.TCPSite(runner, host, port).start()
-        log.info("serving on %s:%d, %d targets", host, port, len(svc.engine.targets))
+        runner = await start_http(svc)
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
