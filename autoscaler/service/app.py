@@ -13,7 +13,7 @@ import logging
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ from kubernetes_asyncio import config as kconfig
 from prometheus_client import CollectorRegistry
 
 from autoscaler.config.models import PolicyFile, Target
-from autoscaler.core.protocols import Actuator, Source
-from autoscaler.core.types import TargetRef
+from autoscaler.core.protocols import ActuationOutcome, Actuator, Source
+from autoscaler.core.types import Decision, TargetRef
 from autoscaler.engine import Engine
 from autoscaler.service.clock import SystemClock, perf_timer
 from autoscaler.service.http import ServiceState, build_http_app
@@ -65,7 +65,7 @@ async def _kube_client(settings: Settings) -> kclient.ApiClient:
         cfg = kclient.Configuration()
         await kconfig.load_kube_config(config_file=settings.kubeconfig, client_configuration=cfg)
         return kclient.ApiClient(configuration=cfg)
-    kconfig.load_incluster_config()
+    kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
     return kclient.ApiClient()
 
 
@@ -96,6 +96,11 @@ class Service:
             session, prometheus_configs(pairs), clock=self.clock, rng=random.Random()
         )
         sources: list[Source] = [self.status, self.scrape, self.prometheus]
+        from autoscaler.actuators.published import PublishedDecisions
+
+        # The latest decision per target, served to KEDA (HTTP and gRPC) and to the agents.
+        self.board = PublishedDecisions(self.clock)
+        self.grpc: Any = None
         self.actuators: dict[str, Actuator] = self._build_actuators()
         self.leader: Any = None
         self.http_state: ServiceState | None = None  # what the HTTP handlers read
@@ -108,7 +113,9 @@ class Service:
                 settings.lease_name,
                 settings.identity,
                 self.clock,
-                lease_duration=settings.lease_seconds,
+                lease_duration=settings.lease_timings[0],
+                renew_deadline=settings.lease_timings[1],
+                retry_period=settings.lease_timings[2],
             )
         self.loop = ControlLoop(
             self.engine,
@@ -121,7 +128,13 @@ class Service:
             is_leader=self._is_leader,
             dry_run=settings.dry_run,
             timer=perf_timer,
+            publishers=[self.tokens],
+            # Every target's decision is served to KEDA, whatever engine writes it.
+            observers=[self._publish],
         )
+
+    def _publish(self, decision: Decision, outcome: ActuationOutcome) -> None:
+        self.board.publish(decision, dry_run=outcome.dry_run)
 
     def _is_leader(self) -> bool:
         leading = self.leader is None or bool(self.leader.is_leader)
@@ -129,7 +142,7 @@ class Service:
         return leading
 
     @staticmethod
-    def _pod_labels(pairs: list[tuple[TargetRef, Target]]) -> dict[str, dict[str, str]]:
+    def _pod_labels(pairs: list[tuple[TargetRef, Target]]) -> dict[str, Mapping[str, str]]:
         return {
             ref.key: dict(t.signals.scrape.pod_labels)
             for ref, t in pairs
@@ -142,14 +155,23 @@ class Service:
 
     def _build_actuators(self) -> dict[str, Actuator]:
         from autoscaler.actuators import ENGINES, ApiCaller, EventRecorder, build_actuator
+        from autoscaler.actuators.keda import KedaActuator
+        from autoscaler.actuators.tokens import TokenLimitsPublisher
 
         # One caller and one event recorder: every actuator shares the client-side rate limit.
         caller = ApiCaller(self.clock)
         events = EventRecorder(self.api, caller, self.clock)
-        return {
+        actuators: dict[str, Actuator] = {
             name: build_actuator(name, self.api, self.clock, caller=caller, events=events)
             for name in ENGINES
         }
+        actuators["keda"] = KedaActuator(
+            self.api, self.clock, decisions=self.board, caller=caller, events=events
+        )
+        self.tokens = TokenLimitsPublisher(
+            self.api, self.clock, decisions=self.board, caller=caller, events=events
+        )
+        return actuators
 
     def reload(self, doc: PolicyFile) -> None:
         """A valid new policy: carried state for persisting targets, at the next tick."""
@@ -183,13 +205,22 @@ class Service:
             settings={k: v for k, v in vars(self.settings).items()},
         )
         self.http_state = state
+        from autoscaler.actuators.keda import MetricsApi
+        from autoscaler.actuators.tokens import TokenLimitsApi
+
         app = build_http_app(state)
-        for sub in getattr(self, "extra_apps", []):
-            app.add_subapp(*sub)
+        app.router.add_routes(MetricsApi(self.board).routes())  # KEDA's metrics-api scaler
+        app.router.add_routes(TokenLimitsApi(self.board).routes())  # the agents' limits
         app.cleanup_ctx.append(self._background)
         return app
 
     async def _background(self, app: web.Application) -> AsyncIterator[None]:
+        grpc_at = self.settings.grpc_host_port
+        if grpc_at is not None:
+            from autoscaler.actuators.keda_grpc import ExternalScalerServer
+
+            self.grpc = ExternalScalerServer(self.board, host=grpc_at[0], port=grpc_at[1])
+            await self.grpc.start()
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(self.loop.run(stop, self.settings.tick_seconds), name="loop"),
@@ -205,6 +236,8 @@ class Service:
             tasks[2].cancel()
             await asyncio.gather(tasks[2], return_exceptions=True)
             await self.leader.release()
+        if self.grpc is not None:
+            await self.grpc.stop(1.0)
         await self.close()
 
     async def close(self) -> None:
@@ -213,6 +246,7 @@ class Service:
         await self.prometheus.close()
         for a in self.actuators.values():
             await a.close()
+        await self.tokens.close()
 
 
 @asynccontextmanager

@@ -42,6 +42,7 @@ class ControlLoop:
         dry_run: bool = False,
         timer: Callable[[], float] | None = None,
         publishers: Sequence[Actuator] = (),
+        observers: Sequence[Callable[[Decision, ActuationOutcome], None]] = (),
     ) -> None:
         self.engine = engine
         self.sources = list(sources)
@@ -56,6 +57,8 @@ class ControlLoop:
         # Applied to every decision that carries a token-rate limit, besides the engine's own
         # actuator (the limits reach the agents through them).
         self.publishers = list(publishers)
+        # Called with every decision and its outcome (e.g. the board KEDA's endpoints serve).
+        self.observers = list(observers)
         self._history = history
         self.records: dict[str, deque[dict[str, Any]]] = {}
         self.ticks = 0
@@ -150,6 +153,8 @@ class ControlLoop:
         self.metrics.record_outcome(o)
 
     def _record(self, d: Decision, o: ActuationOutcome) -> None:
+        for observe in self.observers:
+            observe(d, o)
         self.metrics.record_decision(d)
         self.metrics.record_outcome(o)
         record = d.to_dict()

@@ -18,6 +18,11 @@ def _env_bool(name: str, default: bool = False) -> bool:
     return default if v is None else v.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return (host or "0.0.0.0"), int(port)
+
+
 @dataclass
 class Settings:
     config: str
@@ -31,6 +36,7 @@ class Settings:
     lease_namespace: str = "default"
     identity: str = field(default_factory=socket.gethostname)
     lease_seconds: float = 15.0
+    keda_grpc_listen: str = ":9090"  # KEDA's external-push scaler; "" turns it off
     source_deadline_seconds: float = 5.0
     actuation_deadline_seconds: float = 10.0
     log_level: str = "info"
@@ -38,8 +44,18 @@ class Settings:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return (host or "0.0.0.0"), int(port)
+        return _split(self.listen)
+
+    @property
+    def grpc_host_port(self) -> tuple[str, int] | None:
+        return _split(self.keda_grpc_listen) if self.keda_grpc_listen else None
+
+    @property
+    def lease_timings(self) -> tuple[float, float, float]:
+        """(lease duration, renew deadline, retry period) in client-go's default proportions
+        (15 s / 10 s / 2 s), scaled from ``lease_seconds``."""
+        d = self.lease_seconds
+        return d, d * 2 / 3, d * 2 / 15
 
     @staticmethod
     def env_defaults() -> dict[str, object]:
@@ -53,6 +69,7 @@ class Settings:
             "lease_namespace": "POD_NAMESPACE",
             "identity": "POD_NAME",
             "log_level": "AUTOSCALER_LOG_LEVEL",
+            "keda_grpc_listen": "AUTOSCALER_KEDA_GRPC_LISTEN",
         }
         for key, var in pairs.items():
             v = _env(var)

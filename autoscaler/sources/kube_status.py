@@ -619,7 +619,7 @@ class KubeStatusSource:
     async def _reconcile(self, targets: Sequence[TargetRef]) -> list[_Target]:
         if self._closed:
             raise RuntimeError("the source is closed")
-        wanted = list(dict.fromkeys(targets))
+        wanted = dict.fromkeys(targets)  # ordered, and O(1) membership for many targets
         for ref in [t for t in self._targets if t not in wanted]:
             await self._targets.pop(ref).stop()
         new = []

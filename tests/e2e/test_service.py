@@ -321,6 +321,7 @@ class World:
             "kubeconfig": str(self.kubeconfig),
             "tick_seconds": TICK,
             "listen": "127.0.0.1:0",
+            "keda_grpc_listen": "127.0.0.1:0",
             "lease_name": LEASE,
             "lease_namespace": "default",
             "identity": IDENTITY,
@@ -515,6 +516,9 @@ async def _scenario(
         records[-1].keys()
     )
     assert records[-1]["replicas"] == 8 and records[-1]["policy"] == "queue"
+    ns, name = KEY.split("/")
+    status, body = await get(base, f"/keda/metrics/{ns}/{name}")
+    assert status == 200 and json.loads(body)["desiredReplicas"] == 8  # KEDA's metrics-api
     status, body = await get(base, "/debug/config")
     assert status == 200
     params = json.loads(body)["policy"]["spec"]["targets"][0]["policy"]["params"]
