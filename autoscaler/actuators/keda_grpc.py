@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -56,9 +56,16 @@ def target_key(ref: pb.ScaledObjectRef) -> str:
 class ExternalScalerService(pb_grpc.ExternalScalerServicer):
     """The ``externalscaler.ExternalScaler`` servicer (grpc.aio) over ``PublishedDecisions``."""
 
-    def __init__(self, decisions: PublishedDecisions) -> None:
+    def __init__(
+        self,
+        decisions: PublishedDecisions,
+        on_activation_query: Callable[[], None] | None = None,
+    ) -> None:
         self.decisions = decisions
         self.open_streams = 0
+        # Called when KEDA asks whether an inactive target should wake: the service then ticks
+        # at once, so a fresh decision answers KEDA's next poll instead of one a tick old.
+        self.on_activation_query = on_activation_query
 
     async def _fresh(self, key: str, context: aio.ServicerContext[Any, Any]) -> Published:
         entry = self.decisions.get(key)
@@ -78,6 +85,8 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self, request: pb.ScaledObjectRef, context: aio.ServicerContext[Any, Any]
     ) -> pb.IsActiveResponse:
         entry = await self._fresh(target_key(request), context)
+        if not entry.active and self.on_activation_query is not None:
+            self.on_activation_query()
         return pb.IsActiveResponse(result=entry.active)
 
     async def StreamIsActive(
@@ -150,8 +159,9 @@ class ExternalScalerServer:
         host: str = "0.0.0.0",
         port: int = 9090,
         credentials: grpc.ServerCredentials | None = None,
+        on_activation_query: Callable[[], None] | None = None,
     ) -> None:
-        self.service = ExternalScalerService(decisions)
+        self.service = ExternalScalerService(decisions, on_activation_query)
         self.host = host
         self.port = port
         self.credentials = credentials

@@ -219,7 +219,9 @@ class Service:
         if grpc_at is not None:
             from autoscaler.actuators.keda_grpc import ExternalScalerServer
 
-            self.grpc = ExternalScalerServer(self.board, host=grpc_at[0], port=grpc_at[1])
+            self.grpc = ExternalScalerServer(
+                self.board, host=grpc_at[0], port=grpc_at[1], on_activation_query=self.loop.wake
+            )
             await self.grpc.start()
         stop = asyncio.Event()
         tasks = [

@@ -240,3 +240,16 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
         "GetMetrics",
         "StreamMetricSpec",
     ]
+
+
+async def test_an_activation_query_for_an_inactive_target_wakes_the_service(
+    stub: Any, board: PublishedDecisions, server: ExternalScalerServer
+) -> None:
+    woken: list[int] = []
+    server.service.on_activation_query = lambda: woken.append(1)
+    board.publish(decision(0))
+    assert (await stub.IsActive(ref())).result is False
+    assert woken == [1]  # the service ticks now: KEDA's next poll sees a fresh decision
+    board.publish(decision(2, ts=T0 + 1))
+    assert (await stub.IsActive(ref())).result is True
+    assert woken == [1]  # an active target needs no early tick
