@@ -569,7 +569,8 @@ async def _autoscaler(
 ) -> tuple[int, str, str]:
     """Run ``python -m autoscaler ARGS`` (bounded); with ``send``, deliver that signal once the
     awaitable ``after`` is done."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # KEDA's gRPC scaler would listen on :9090 by default: a free loopback port instead.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AUTOSCALER_KEDA_GRPC_LISTEN": "127.0.0.1:0"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
