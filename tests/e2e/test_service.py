@@ -407,7 +407,7 @@ async def _scenario(
     assert first <= 1, after[: first + 1]
     assert after[first]["inputs"] == {"requests_waiting": 6.0}
     assert after[first]["actuation"]["changes"] == {f"Deployment/{NAME}:spec.replicas": [1, 3]}
-    assert seen - t_up < 2 * TICK + 0.5
+    assert seen - t_up < 2 * TICK + 1.0  # and in wall time (generous for a loaded machine)
     assert scale_writes(kube) == [3]
     events = kube.objects("", "events", NS)
     assert [(e["involvedObject"]["kind"], e["involvedObject"]["name"]) for e in events] == [
@@ -430,7 +430,7 @@ async def _scenario(
     for r in held:
         assert r["replicas"] == 3
         assert [g["guard"] for g in r["guards"]] == ["stabilization"]
-    assert seen - t_down < DOWN_SECONDS + 2 * TICK + 0.5  # and not much later
+    assert seen - t_down < DOWN_SECONDS + 2 * TICK + 1.0  # and not much later
     assert scale_writes(kube) == [3, 1]
 
     # 3. The queue empties and, before the idle period is over, the exporter goes away (the pod's
@@ -446,7 +446,7 @@ async def _scenario(
     )
     await hold(WINDOW + IDLE_SECONDS + DOWN_SECONDS + 0.6, every=sync)
     outage = trail.since(t_gone)
-    assert len(outage) >= 10
+    assert len(outage) >= 8
     assert all(r["replicas"] == 1 for r in outage), [r["replicas"] for r in outage]
     blind = [r for r in outage if r["proposal"] is None]
     assert len(blind) >= 5
@@ -488,7 +488,8 @@ async def _scenario(
     t_bad = CLOCK.now()
     exporter.waiting = 8  # decisions continue, on the old policy: 8 / 2 = 4
     await eventually(lambda: spec_replicas(kube) == 4, "old-policy decisions", every=sync)
-    assert len(trail.since(t_bad)) >= 1
+    decided = next(r for r in await trail.decided(t_bad, 4) if r["replicas"] == 4)
+    assert decided["inputs"] == {"requests_waiting": 8.0}
     assert svc.watcher.last_problems and "targetPerReplica" in str(svc.watcher.last_problems[0])
     policy.write_text(good.replace("targetPerReplica: 2", "targetPerReplica: 1"))
     await eventually(
