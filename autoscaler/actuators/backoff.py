@@ -9,10 +9,11 @@ an outcome ``transient`` instead of a cancelled task.
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+
+from autoscaler.core.backoff import full_jitter, parse_retry_after
+
+__all__ = ["RetryPolicy", "full_jitter", "parse_retry_after"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,29 +35,3 @@ class RetryPolicy:
             raise ValueError("attempts and conflict_attempts must be >= 1")
         if self.backoff_base < 0 or self.backoff_cap < 0 or self.max_retry_after < 0:
             raise ValueError("backoff times must be >= 0")
-
-
-def full_jitter(rng: random.Random, attempt: int, base: float, cap: float) -> float:
-    """The wait before retry ``attempt + 1``: uniform over [0, min(cap, base * 2**attempt)]
-    (AWS's "full jitter": retries of many clients spread out instead of arriving together)."""
-    return rng.uniform(0.0, min(cap, base * 2.0**attempt))
-
-
-def parse_retry_after(header: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), or None."""
-    if not header:
-        return None
-    header = header.strip()
-    try:
-        seconds = float(header)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(header)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:  # RFC 9110 dates are GMT
-            return None
-        seconds = when.timestamp() - now
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)

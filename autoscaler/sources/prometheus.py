@@ -54,7 +54,6 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 
 import aiohttp
@@ -62,6 +61,7 @@ import aiohttp
 from autoscaler.config.models import Target
 from autoscaler.config.signals import PrometheusSource as PrometheusConfig
 from autoscaler.config.signals import PromQuery
+from autoscaler.core.backoff import full_jitter, parse_retry_after
 from autoscaler.core.clock import Clock
 from autoscaler.core.protocols import SourceReport
 from autoscaler.core.types import Observation, TargetRef
@@ -154,31 +154,6 @@ def parse_query_response(payload: object) -> tuple[float, float] | str:
     if value < 0:
         return "negative"
     return ts, value
-
-
-def full_jitter(rng: random.Random, attempt: int, base: float, cap: float) -> float:
-    """The wait before retry ``attempt + 1``: uniform over [0, min(cap, base * 2**attempt)]."""
-    return rng.uniform(0.0, min(cap, base * 2.0**attempt))
-
-
-def parse_retry_after(header: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date), or None."""
-    if not header:
-        return None
-    header = header.strip()
-    try:
-        seconds = float(header)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(header)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:  # RFC 9110 dates are GMT
-            return None
-        seconds = when.timestamp() - now
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 class PrometheusSource:
