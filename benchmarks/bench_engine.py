@@ -3,7 +3,10 @@
     .venv/bin/python benchmarks/bench_engine.py [--targets 10000] [--ticks 20] [--policy NAME]
 
 Each target gets the observations a live tick brings (status and load signals), and the engine
-runs policy and the full guard chain for each. Prints per-tick time and microseconds per target.
+runs policy and the full guard chain for each. Prints per-tick time and microseconds per target,
+as wall time and as this process's CPU time: on a shared machine the CPU time leaves out the time
+the process waited for a core (it still pays for a busy sibling hyperthread), so compare runs by
+it and repeat them (the median of several runs; docs/engine-performance.md).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def main() -> None:
     engine = Engine((r, target) for r in refs)
     keys = [r.key for r in refs]
     times = []
+    cpu_times = []
     tokens = 0.0
     # Replica status follows the decisions, as it does when an actuator applies them.
     replicas = dict.fromkeys(keys, 3.0)
@@ -75,14 +79,17 @@ def main() -> None:
                 Observation(k, signals.PROMPT_TOKENS_TOTAL, tokens, now),
                 Observation(k, signals.GENERATION_TOKENS_TOTAL, tokens / 4, now),
             ]
+        c0 = time.process_time()
         t0 = time.perf_counter()
         decisions = engine.tick(now, obs)
         dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         assert len(decisions) == args.targets
         for d in decisions:
             replicas[d.target] = float(d.replicas)
         if tick >= 5:  # after the windows fill
             times.append(dt)
+            cpu_times.append(cpu)
         elif tick == 4 and args.gc == "frozen":
             gc.freeze()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -92,6 +99,8 @@ def main() -> None:
         f"tick p50 {p50 * 1e3:.1f} ms  max {max(times) * 1e3:.1f} ms  "
         f"per target {p50 / args.targets * 1e6:.2f} us (6 observations each, incl. ingest)"
     )
+    cpu50 = statistics.median(cpu_times)
+    print(f"tick CPU p50 {cpu50 * 1e3:.1f} ms  per target {cpu50 / args.targets * 1e6:.2f} us")
     print(f"process RSS peak {peak / 2**20:.1f} MiB")
 
 

@@ -5,14 +5,19 @@ trailing span up to that: mean, max, last, percentile, the rate of a counter (wi
 and staleness. Spans are seconds measured on the samples' own timestamps, never counts of ticks, so
 a 60 s window means the same at a 1 s live tick and a 15 s simulator step.
 
-Cost: ``add`` is amortised O(1); ``mean`` and ``rate`` are O(log n) through prefix sums and a
-binary search; ``max`` and ``percentile`` are O(k) over the k samples in the span (C-speed slices).
+Cost: ``add`` is amortised O(1) and only appends (timestamp, value); ``mean`` and ``rate`` are
+O(log n) through prefix sums and a binary search; ``max`` and ``percentile`` are O(k) over the k
+samples in the span (C-speed slices). The prefix sums are brought up to date lazily, at the first
+``mean``/``rate`` after new samples (and before a compaction), with the very same additions in the
+same order as an eager update, so results are bit-identical while a signal nobody averages never
+pays for them on the ingest path (the engine ingests every signal of every target every tick).
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from itertools import accumulate
 
 
 class SignalWindow:
@@ -26,7 +31,8 @@ class SignalWindow:
         self.retention = float(retention)
         self._ts: list[float] = []
         self._vals: list[float] = []
-        # Prefix sums (inclusive) of values and of counter increases, for O(1) span sums.
+        # Prefix sums (inclusive) of values and of counter increases, for O(1) span sums. They may
+        # lag behind _ts/_vals; _sync extends them before they are read.
         self._csum: list[float] = []
         self._cinc: list[float] = []
         self._start = 0  # index of the oldest retained sample
@@ -42,22 +48,61 @@ class SignalWindow:
             self.dropped += 1
             return False
         tss = self._ts
-        if tss:
-            if ts < tss[-1]:
-                self.dropped += 1
-                return False
-            prev = self._vals[-1]
-            # A counter that went down was reset (a restarted pod): the new value is all increase.
-            self._cinc.append(self._cinc[-1] + (value - prev if value >= prev else value))
-            self._csum.append(self._csum[-1] + value)
-        else:
-            self._cinc.append(0.0)
-            self._csum.append(value)
+        if tss and ts < tss[-1]:
+            self.dropped += 1
+            return False
         tss.append(ts)
         self._vals.append(value)
         if tss[self._start] < ts - self.retention:
             self._trim(ts)
         return True
+
+    def _sync(self) -> None:
+        """Extend the prefix sums over the samples added since the last sync.
+
+        The same float operations, in the same order, as updating them at every ``add``:
+        csum[k] = csum[k-1] + v[k]; cinc[k] = cinc[k-1] + (v[k] - v[k-1] if v[k] >= v[k-1] else
+        v[k]) (a counter that went down was reset by a restarted pod: the new value is all
+        increase).
+        """
+        vals = self._vals
+        csum = self._csum
+        cinc = self._cinc
+        j = len(csum)
+        if j == len(vals):
+            return
+        if j == 0:
+            csum.append(vals[0])
+            cinc.append(0.0)
+            j = 1
+        n = len(vals)
+        if n - j == 1:  # one sample since the last query, as at a steady tick
+            v = vals[j]
+            prev = vals[j - 1]
+            csum.append(csum[-1] + v)
+            cinc.append(cinc[-1] + (v - prev if v >= prev else v))
+            return
+        if n - j <= 8:  # a few samples since the last query: no iterator setup
+            total = csum[-1]
+            inc = cinc[-1]
+            prev = vals[j - 1]
+            for k in range(j, n):
+                v = vals[k]
+                total = total + v
+                inc = inc + (v - prev if v >= prev else v)
+                csum.append(total)
+                cinc.append(inc)
+                prev = v
+            return
+        sums = accumulate(vals[j:], initial=csum[-1])
+        next(sums)  # the initial value is already in the list
+        csum.extend(sums)
+        incs = accumulate(
+            [v - p if v >= p else v for p, v in zip(vals[j - 1 : -1], vals[j:], strict=True)],
+            initial=cinc[-1],
+        )
+        next(incs)
+        cinc.extend(incs)
 
     def _trim(self, now: float) -> None:
         cutoff = now - self.retention
@@ -70,6 +115,7 @@ class SignalWindow:
             self._compact()
 
     def _compact(self) -> None:
+        self._sync()  # re-basing must see the sums an eager update would have
         s = self._start
         base_sum = self._csum[s - 1]
         base_inc = self._cinc[s - 1]
@@ -104,10 +150,13 @@ class SignalWindow:
 
     def mean(self, now: float, span: float) -> float | None:
         """Mean of the samples in (now - span, now]; None when the span holds no sample."""
-        i = self._first_in(now, span)
-        n = len(self._ts)
+        tss = self._ts
+        i = bisect_right(tss, now - span, self._start)  # _first_in, inlined: the hot query
+        n = len(tss)
         if i >= n:
             return None
+        if len(self._csum) != n:
+            self._sync()
         total = self._csum[-1] - (self._csum[i - 1] if i > 0 else 0.0)
         return total / (n - i)
 
@@ -142,4 +191,6 @@ class SignalWindow:
         dt = self._ts[-1] - self._ts[i]
         if dt <= 0:
             return None
+        if len(self._cinc) != n:
+            self._sync()
         return (self._cinc[-1] - self._cinc[i]) / dt

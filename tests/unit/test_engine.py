@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from autoscaler.config import load_policy, parse_policy
@@ -411,3 +413,64 @@ def test_removed_target_is_forgotten_and_changed_kind_starts_afresh() -> None:
     reload(e, {**t, "kind": "Deployment"})
     assert e.targets["ns/q"] is not rt
     assert e.targets["ns/q"].ref == TargetRef("Deployment", "ns", "q")
+
+
+def test_engine_ingest_matches_signal_window_add() -> None:
+    # Engine.observe inlines SignalWindow.add; the two must keep the same samples, drops and
+    # trimming (NaN and inf, out-of-order and equal timestamps, gaps past the retention).
+    e = engine(target("q", "queue", {"targetPerReplica": 5}))
+    rt = e.targets["ns/q"]
+    reference = rt.window("reference")  # same retention as the engine's own windows
+    rng = random.Random(11)
+    t = 0.0
+    for _ in range(4000):
+        t += rng.choice([1.0, 1.0, 0.0, -2.0, 45.0, 1.0])
+        v = rng.choice([1.0, 2.5, 0.0, float("nan"), float("inf"), 7.0])
+        ts = rng.choice([t, t, float("nan")]) if rng.random() < 0.02 else t
+        reference.add(ts, v)
+        e.observe([Observation("ns/q", signals.WAITING, v, ts)])
+    w = rt.windows[signals.WAITING]
+    assert w.dropped == reference.dropped > 0
+    assert (len(w), w.last, w.last_ts) == (len(reference), reference.last, reference.last_ts)
+    assert w._ts == reference._ts and w._vals == reference._vals
+    assert w._start == reference._start
+    for span in (5.0, 30.0, 60.0):
+        assert w.mean(t, span) == reference.mean(t, span)
+        assert w.max(t, span) == reference.max(t, span)
+        assert w.rate(t, span) == reference.rate(t, span)
+
+
+def test_engine_fills_every_snapshot_and_decision_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The engine fills Snapshot and Decision slot by slot (cheaper than their __init__): a field
+    # added to either without the engine setting it must fail here, not at a policy's first read.
+    from autoscaler.core.snapshot import Snapshot
+    from autoscaler.policy.builtin.queue import QueuePolicy
+
+    seen: list[Snapshot] = []
+    decide = QueuePolicy.decide
+
+    def spy(self: QueuePolicy, snap: Snapshot, state: Any) -> Any:
+        seen.append(snap)
+        return decide(self, snap, state)
+
+    monkeypatch.setattr(QueuePolicy, "decide", spy)
+    e = engine(target("q", "queue", {"targetPerReplica": 5}))
+    e.tick(0.0, obs("ns/q", 0.0, replicas=3, replicas_ready=2, requests_waiting=12))
+    e.set_hold_nonzero("ns/q", True)
+    d = only(e.tick(1.0, obs("ns/q", 1.0, requests_waiting=3, cold_start_seconds=40)))
+    snap = seen[-1]
+    values = {name: getattr(snap, name) for name in Snapshot.__slots__}
+    assert values == {
+        "_windows": e.targets["ns/q"].windows,
+        "cold_start_s": 40.0,
+        "current": 3,
+        "hold_nonzero": True,
+        "max_age": 60.0,
+        "now": 1.0,
+        "ready": 2,
+        "starting": 1,
+        "target": "ns/q",
+    }
+    fields = {f.name: getattr(d, f.name) for f in dataclasses.fields(Decision)}
+    assert Decision(**fields) == d
+    assert fields["starting"] == 1 and fields["inputs"] == {signals.WAITING: 7.5}

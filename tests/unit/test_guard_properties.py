@@ -416,10 +416,11 @@ def test_oracle_protected_window_matches_the_calendar() -> None:
 
 def test_the_harness_fails_when_guards_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     """The properties can fail: with the guard chain bypassed, each one is caught."""
-    import autoscaler.engine.engine as engine_module
+    from autoscaler.policy.guards import GuardPlan
 
-    def no_guards(g: Any, st: Any, snap: Any, proposal: Any, required: Any) -> Any:
-        return proposal.replicas if proposal.replicas is not None else 0, True, []
+    # The engine runs the chain through each target's GuardPlan.
+    def no_guards(plan: Any, st: Any, snap: Any, replicas: Any, stale: Any) -> Any:
+        return replicas if replicas is not None else 0, True, []
 
     guards = {
         "minReplicas": 0,
@@ -430,7 +431,7 @@ def test_the_harness_fails_when_guards_are_skipped(monkeypatch: pytest.MonkeyPat
     quiet = {"dt": 15.0, "signals": {}, "hold": None, "cold": None}
     sc = {"guards": guards, "start": 3, "t0": T0, "static_replicas": 0, "ticks": [quiet] * 4}
     run_scenario("static", sc)  # the real chain passes
-    monkeypatch.setattr(engine_module, "apply_guards", no_guards)
+    monkeypatch.setattr(GuardPlan, "apply", no_guards)
     with pytest.raises(AssertionError, match="before idle"):
         run_scenario("static", sc)
     with pytest.raises(AssertionError, match="stepDown exceeded"):

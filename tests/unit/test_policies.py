@@ -623,3 +623,33 @@ def test_max_scales_up_on_a_fresh_member_while_another_is_stale() -> None:
     s.max_age = 60.0
     prop, _ = decide(p, s)
     assert prop.replicas is None  # but a scale-down needs every member fresh
+
+
+def test_hpa_memory_with_precomputed_rules_matches_behavior() -> None:
+    # The hpa and keda policies hand normalize() rules worked out once; a Behavior given as such
+    # (worked out on every call) must give the same replicas, reasons and memory.
+    from autoscaler.policy.builtin.hpa_common import Behavior, BehaviorRules, HpaMemory
+
+    behavior = Behavior.model_validate(
+        {
+            "scaleUp": {"policies": [{"type": "Pods", "value": 2, "periodSeconds": 30}]},
+            "scaleDown": {
+                "policies": [{"type": "Percent", "value": 50, "periodSeconds": 20}],
+                "stabilizationWindowSeconds": 40,
+            },
+        }
+    )
+    rules = BehaviorRules.of(behavior)
+    assert (rules.up_window, rules.down_window, rules.period) == (0, 40, 30)
+    a, b = HpaMemory(), HpaMemory()
+    current = 4
+    results = []
+    for i in range(120):
+        now = 1000.0 + i * 5.0
+        desired = [1, 9, 3, 12, 4, 2][i % 6] + (i // 20)
+        ra = a.normalize(now, current, desired, 1, 20, behavior)
+        assert ra == b.normalize(now, current, desired, 1, 20, rules)
+        results.append(ra)
+        current = ra[0]
+    assert a == b
+    assert {reason for _, reason in results} >= {"ScaleUpLimit", "ScaleDownLimit"}

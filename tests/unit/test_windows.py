@@ -231,3 +231,30 @@ def test_long_run_of_large_fractional_values_keeps_precision() -> None:
         w.add(float(t), v)
     expected = math.fsum(vals[-20:]) / 20
     assert w.mean(99_999.0, 20) == pytest.approx(expected, rel=0, abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lazy_prefix_sums_are_bit_identical_to_eager_ones(seed: int) -> None:
+    # The prefix sums are brought up to date at the first mean/rate after new samples (and before
+    # a compaction). A window asked after every sample (so always up to date, as the sums were
+    # when every add extended them) and one asked now and then must give the very same floats,
+    # through single-sample, small-batch and large-batch catch-ups and across compactions.
+    rng = random.Random(seed)
+    eager = SignalWindow(40)
+    lazy = SignalWindow(40)
+    t = 0.0
+    for step in range(3000):
+        t += rng.choice([0.5, 1.0, 1.0, 3.0])
+        v = rng.choice([0.0, 1e9 + rng.random(), rng.random() * 100, -rng.random()])
+        if step % 211 == 0:
+            v = 0.0  # a counter reset
+        assert eager.add(t, v) == lazy.add(t, v)
+        answers = (eager.mean(t, 30), eager.rate(t, 30), eager.mean(t, 7), eager.rate(t, 40))
+        if rng.random() < 0.1 or step % 97 < 12:
+            assert (lazy.mean(t, 30), lazy.rate(t, 30), lazy.mean(t, 7), lazy.rate(t, 40)) == (
+                answers
+            )
+    assert lazy.mean(t, 30) == eager.mean(t, 30)  # brings the lazy sums up to date
+    assert len(eager) == len(lazy)
+    assert eager._start == lazy._start
+    assert eager._csum == lazy._csum and eager._cinc == lazy._cinc

@@ -17,6 +17,7 @@ from autoscaler.core.types import Proposal
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.hpa_common import (
     Behavior,
+    BehaviorRules,
     HpaMemory,
     HpaMetric,
     combine,
@@ -45,6 +46,12 @@ class HpaPolicy(Policy[HpaParams, HpaMemory]):
     name: ClassVar[str] = "hpa"
     params_model: ClassVar[type[Params]] = HpaParams
 
+    def __init__(self, params: HpaParams) -> None:
+        super().__init__(params)
+        # Worked out once: decide() runs per target per tick.
+        self._rules = BehaviorRules.of(params.behavior)
+        self._tolerance = Tolerance(params.tolerance, params.tolerance)
+
     def required_signals(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m.signal for m in self.params.metrics))
 
@@ -65,12 +72,12 @@ class HpaPolicy(Policy[HpaParams, HpaMemory]):
             return Proposal(p.max_replicas, reason="TooManyReplicas"), state
         if cur < p.min_replicas:
             return Proposal(p.min_replicas, reason="TooFewReplicas"), state
-        tol = Tolerance(p.tolerance, p.tolerance)
+        tol = self._tolerance
         desired = combine(cur, [metric_replicas(snap, cur, m, tol) for m in p.metrics])
         if desired is None:
             return Proposal(None, reason="FailedGetExternalMetric"), state
         final, reason = state.normalize(
-            snap.now, cur, desired, p.min_replicas, p.max_replicas, p.behavior
+            snap.now, cur, desired, p.min_replicas, p.max_replicas, self._rules
         )
         inputs = {m.signal: v for m in p.metrics if (v := snap.last(m.signal)) is not None}
         return Proposal(final, reason=f"{reason} (metrics want {desired})", inputs=inputs), state

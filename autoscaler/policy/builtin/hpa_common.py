@@ -69,6 +69,27 @@ class Behavior(Params):
         return stabilization_windows(self.up(), self.down())
 
 
+@dataclass(frozen=True, slots=True)
+class BehaviorRules:
+    """A ``Behavior``'s effective HPA rules and windows, worked out once per policy rather than
+    on every tick (upstream's defaulting builds and validates new rule objects each time)."""
+
+    up: ScalingRules
+    down: ScalingRules
+    up_window: int
+    down_window: int
+    period: int  # the longest rate-policy period: how long scale events matter
+
+    @classmethod
+    def of(cls, behavior: Behavior) -> BehaviorRules:
+        up, down = behavior.up(), behavior.down()
+        up_w, down_w = behavior.windows()
+        period = max(
+            [p.period_seconds for p in (*(up.policies or ()), *(down.policies or ()))] or [0]
+        )
+        return cls(up, down, up_w, down_w, period)
+
+
 def metric_value(snap: Snapshot, m: HpaMetric) -> float | None:
     if m.window_seconds > 0:
         return snap.mean(m.signal, m.window_seconds)
@@ -108,24 +129,28 @@ class HpaMemory:
     down_events: list[tuple[float, int]] = field(default_factory=list)
 
     def normalize(
-        self, now: float, current: int, desired: int, lo: int, hi: int, behavior: Behavior
+        self,
+        now: float,
+        current: int,
+        desired: int,
+        lo: int,
+        hi: int,
+        behavior: Behavior | BehaviorRules,
     ) -> tuple[int, str]:
         """A.4 steps 7-8: stabilize both ways, then the behavior rate limits; store the event."""
-        up, down = behavior.up(), behavior.down()
-        up_w, down_w = behavior.windows()
+        rules = behavior if isinstance(behavior, BehaviorRules) else BehaviorRules.of(behavior)
+        up_w, down_w = rules.up_window, rules.down_window
         keep = max(up_w, down_w)
         self.recommendations = [(t, r) for t, r in self.recommendations if now - t < keep]
         recs = [(r, now - t) for t, r in self.recommendations]
         stabilized = stabilize(current, desired, recs, up_w, down_w)
         self.recommendations.append((now, desired))
-        period = max(
-            [p.period_seconds for p in (*(up.policies or ()), *(down.policies or ()))] or [0]
-        )
+        period = rules.period
         self.up_events = [(t, c) for t, c in self.up_events if now - t < period]
         self.down_events = [(t, c) for t, c in self.down_events if now - t < period]
         ups = [(c, now - t) for t, c in self.up_events]
         downs = [(c, now - t) for t, c in self.down_events]
-        final, reason = limit_rate(current, stabilized, lo, hi, up, down, ups, downs)
+        final, reason = limit_rate(current, stabilized, lo, hi, rules.up, rules.down, ups, downs)
         if final > current:
             self.up_events.append((now, final - current))
         elif final < current:

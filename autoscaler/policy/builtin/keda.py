@@ -20,6 +20,7 @@ from autoscaler.core.types import Proposal
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.hpa_common import (
     Behavior,
+    BehaviorRules,
     HpaMemory,
     HpaMetric,
     metric_replicas,
@@ -71,6 +72,12 @@ class KedaState:
 class KedaPolicy(Policy[KedaParams, KedaState]):
     name: ClassVar[str] = "keda"
     params_model: ClassVar[type[Params]] = KedaParams
+
+    def __init__(self, params: KedaParams) -> None:
+        super().__init__(params)
+        # Worked out once: decide() runs per target per tick.
+        self._rules = BehaviorRules.of(params.behavior)
+        self._tolerance = Tolerance(params.tolerance, params.tolerance)
 
     def required_signals(self) -> tuple[str, ...]:
         return (self.params.trigger.signal,)
@@ -125,9 +132,8 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
             return Proposal(hhi, reason="TooManyReplicas", inputs=inputs), state
         if cur < hlo:
             return Proposal(hlo, reason="TooFewReplicas", inputs=inputs), state
-        tol = Tolerance(p.tolerance, p.tolerance)
-        desired = metric_replicas(snap, cur, p.trigger, tol)
+        desired = metric_replicas(snap, cur, p.trigger, self._tolerance)
         if desired is None:
             return Proposal(None, reason="FailedGetExternalMetric", inputs=inputs), state
-        final, reason = state.hpa.normalize(snap.now, cur, desired, hlo, hhi, p.behavior)
+        final, reason = state.hpa.normalize(snap.now, cur, desired, hlo, hhi, self._rules)
         return Proposal(final, reason=f"HPA {reason}", inputs=inputs), state

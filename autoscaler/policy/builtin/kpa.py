@@ -21,7 +21,7 @@ from pydantic import Field
 
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import Proposal
+from autoscaler.core.types import EMPTY, Proposal, new_tuple
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.compat.knative import KpaDecider, KpaSpec
 
@@ -95,6 +95,12 @@ class KpaPolicy(Policy[KpaParams, KpaState]):
     def __init__(self, params: KpaParams) -> None:
         super().__init__(params)
         self.spec = params.spec()
+        # decide() runs per target per tick: read the (frozen) params once, as plain attributes.
+        self._signal = params.signal_name
+        self._stable_window = params.stable_window_seconds
+        self._panic_window = params.panic_window_seconds
+        self._stable_key = f"{self._signal}_stable"
+        self._panic_key = f"{self._signal}_panic"
 
     def required_signals(self) -> tuple[str, ...]:
         return (self.params.signal_name,)
@@ -112,22 +118,19 @@ class KpaPolicy(Policy[KpaParams, KpaState]):
         return self.initial_state(snap)
 
     def decide(self, snap: Snapshot, state: KpaState) -> tuple[Proposal, KpaState]:
-        p = self.params
-        name = p.signal_name
-        stable = snap.mean(name, p.stable_window_seconds)
-        panic = snap.mean(name, p.panic_window_seconds)
+        name = self._signal
+        stable = snap.mean(name, self._stable_window)
+        panic = snap.mean(name, self._panic_window)
         if stable is not None and panic is None:
             panic = 0.0
-        res = state.decider.step(snap.now, stable, panic, snap.ready)
+        decider = state.decider
+        res = decider.step(snap.now, stable, panic, snap.ready)
         if not res.valid:
-            return Proposal(None, reason="no data in the stable window"), state
+            return new_tuple(Proposal, (None, None, "no data in the stable window", EMPTY)), state
         inputs = {
-            f"{name}_stable": stable or 0.0,
-            f"{name}_panic": panic or 0.0,
+            self._stable_key: stable or 0.0,
+            self._panic_key: panic or 0.0,
             "excess_burst_capacity": float(res.excess_burst_capacity),
         }
-        return Proposal(
-            res.desired,
-            reason="kpa panic" if state.decider.panicking else "kpa stable",
-            inputs=inputs,
-        ), state
+        reason = "kpa panic" if decider.panicking else "kpa stable"
+        return new_tuple(Proposal, (res.desired, None, reason, inputs)), state

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import Proposal
+from autoscaler.core.types import EMPTY, Proposal, new_tuple
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.common import aggregate
 
@@ -36,6 +36,17 @@ class QueuePolicy(Policy[QueueParams, QueueState]):
     name: ClassVar[str] = "queue"
     params_model: ClassVar[type[Params]] = QueueParams
 
+    def __init__(self, params: QueueParams) -> None:
+        super().__init__(params)
+        # decide() runs per target per tick: read the (frozen) params once, as plain attributes.
+        self._signal = params.signal
+        self._window = params.window_seconds
+        self._mean = params.aggregation == "mean"
+        self._aggregation = params.aggregation
+        self._threshold = params.activation_threshold
+        self._per_replica = params.target_per_replica
+        self._no_data = f"no {params.signal} data in {params.window_seconds:g}s"
+
     def required_signals(self) -> tuple[str, ...]:
         return (self.params.signal,)
 
@@ -46,14 +57,17 @@ class QueuePolicy(Policy[QueueParams, QueueState]):
         return QueueState()
 
     def decide(self, snap: Snapshot, state: QueueState) -> tuple[Proposal, QueueState]:
-        p = self.params
-        value = aggregate(snap, p.signal, p.window_seconds, p.aggregation)
+        signal = self._signal
+        if self._mean:
+            value = snap.mean(signal, self._window)
+        else:
+            value = aggregate(snap, signal, self._window, self._aggregation)
         if value is None:
-            return Proposal(None, reason=f"no {p.signal} data in {p.window_seconds:g}s"), state
-        if snap.current == 0 and value <= p.activation_threshold:
+            return new_tuple(Proposal, (None, None, self._no_data, EMPTY)), state
+        if snap.current == 0 and value <= self._threshold:
             desired = 0
         else:
-            desired = math.ceil(value / p.target_per_replica - 1e-9)
+            desired = math.ceil(value / self._per_replica - 1e-9)
         # The reason stays a constant: the value is in inputs, and formatting numbers into a
         # string for every target on every tick would cost more than the decision itself.
-        return Proposal(desired, reason="queue per replica", inputs={p.signal: value}), state
+        return new_tuple(Proposal, (desired, None, "queue per replica", {signal: value})), state

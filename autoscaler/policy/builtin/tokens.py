@@ -18,7 +18,7 @@ from pydantic import Field
 
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import Proposal
+from autoscaler.core.types import EMPTY, Proposal, new_tuple
 from autoscaler.policy.api import Params, Policy
 
 
@@ -59,6 +59,17 @@ class TokensPolicy(Policy[TokensParams, TokensState]):
     name: ClassVar[str] = "tokens"
     params_model: ClassVar[type[Params]] = TokensParams
 
+    def __init__(self, params: TokensParams) -> None:
+        super().__init__(params)
+        # decide() runs per target per tick: read the (frozen) params once, as plain attributes.
+        self._tokens_per_replica = params.tokens_per_replica
+        self._headroom = params.limit_headroom
+        self._per_replica = params.tokens_per_replica * params.target_utilization
+        self._gauge = params.gauge
+        self._counters = params.counters
+        self._window = params.window_seconds
+        self._throttled = params.include_throttled
+
     def required_signals(self) -> tuple[str, ...]:
         return (self.params.gauge,) if self.params.gauge else self.params.counters
 
@@ -69,16 +80,26 @@ class TokensPolicy(Policy[TokensParams, TokensState]):
         return TokensState()
 
     def decide(self, snap: Snapshot, state: TokensState) -> tuple[Proposal, TokensState]:
-        p = self.params
-        limit = max(snap.ready, 1) * p.tokens_per_replica * p.limit_headroom
-        demand = token_demand(snap, p)
+        ready = snap.ready
+        # max(ready, 1) * tokensPerReplica * limitHeadroom, in that order (same rounding).
+        limit = (ready if ready >= 1 else 1) * self._tokens_per_replica * self._headroom
+        # token_demand(), with the params read once.
+        window = self._window
+        demand: float | None
+        if self._gauge is not None:
+            demand = snap.mean(self._gauge, window)
+        else:
+            demand = 0.0
+            for name in self._counters:
+                r = snap.rate(name, window)
+                if r is None:
+                    demand = None
+                    break
+                demand += r
+        if demand is not None and self._throttled:
+            demand += snap.mean(signals.THROTTLED_TOKENS_PER_SECOND, window) or 0.0
         if demand is None:
-            return Proposal(None, token_rate=limit, reason="no token rate yet"), state
-        per_replica = p.tokens_per_replica * p.target_utilization
-        desired = math.ceil(demand / per_replica - 1e-9)
-        return Proposal(
-            desired,
-            token_rate=limit,
-            reason="token demand per replica",
-            inputs={"tokens_per_second": demand},
-        ), state
+            return new_tuple(Proposal, (None, limit, "no token rate yet", EMPTY)), state
+        desired = math.ceil(demand / self._per_replica - 1e-9)
+        inputs = {"tokens_per_second": demand}
+        return new_tuple(Proposal, (desired, limit, "token demand per replica", inputs)), state
