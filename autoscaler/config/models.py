@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from autoscaler.config.rollout import Rollout
 from autoscaler.config.signals import Signals
 from autoscaler.core.types import TargetRef
 from autoscaler.policy.api import Params, Policy
@@ -100,11 +101,22 @@ class Target(Params):
     token_limits: TokenLimits | None = None
     actuation: Actuation = Field(default_factory=Actuation)
     signals: Signals = Field(default_factory=Signals)
+    rollout: Rollout | None = Field(None, description="canary rollouts (docs/rollouts.md)")
 
     @model_validator(mode="after")
     def _named_once(self) -> Target:
         if (self.name is None) == (self.selector is None):
             raise ValueError("set exactly one of name or selector")
+        return self
+
+    @model_validator(mode="after")
+    def _rollout_needs_revisions(self) -> Target:
+        if self.rollout is not None and self.kind == "Deployment":
+            raise located_error(
+                "rollout_kind",
+                "a rollout shifts traffic between revisions: InferenceService or Service only",
+                "rollout",
+            )
         return self
 
     def ref(self, name: str | None = None) -> TargetRef:
