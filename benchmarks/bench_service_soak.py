@@ -32,17 +32,23 @@ HTTP) with the ``queue`` policy on every target, and after a warm-up measures fo
 Targets (the issue's): p99 tick under 200 ms and RSS under 150 MB. The exit status is 0 either
 way; the figures are printed (and written as JSON with ``--json``).
 
+``--scrape-seconds`` and ``--scrape-max-rate`` set the service's scrape interval and its bound
+(target scrapes a second; by default the interval is the tick, stretched to targets / 200: 5 s
+at 1,000 targets). ``--profile FILE`` profiles the measured window on CPU time.
+
 ``--what-if`` measures a candidate change without making it, by patching this process only
 (the figures say which were on):
 
-    pool            kubernetes-asyncio's connection pool without its limit of 100: the status
-                    source holds one watch per Deployment and one per target's pods, so from
-                    50 Deployment targets on, the watches take every connection and the
-                    actuators' and the Lease's requests wait for one that never frees up
-    skip-unchanged  no actuation for a Deployment target whose decided replicas equal the
-                    ``spec.replicas`` the status watch reports: the actuator otherwise reads the
-                    Deployment on every tick for every target, through the shared client-side
-                    rate limit (10/s), so a tick cannot be shorter than targets / 10 seconds
+    pool            kubernetes-asyncio's connection pool without its limit of 100. Kept for
+                    comparison with history: the status source used to hold one watch per
+                    Deployment and one per target's pods, and from 50 targets on the watches
+                    took every connection. It now holds one per (kind, namespace), and the Lease
+                    has a client of its own, so this should change nothing.
+
+(The ``skip-unchanged`` what-if of earlier versions is now the product's behaviour: the
+Deployment actuator skips targets whose watched ``spec.replicas`` already equal the decision.)
+
+Figures, and what changed to get them: docs/kubernetes-status.md ("At 1,000 targets").
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import logging
 import math
@@ -70,8 +77,6 @@ from aiohttp import web
 from kubernetes_asyncio import client as kclient
 from kubernetes_asyncio import config as kconfig
 
-from autoscaler.core.protocols import ActuationOutcome
-from autoscaler.core.types import Decision
 from autoscaler.service import app as service_app
 from autoscaler.service.app import Service, open_service, start_http
 from autoscaler.service.clock import SystemClock
@@ -285,19 +290,6 @@ async def _unpooled_client(settings: Settings) -> kclient.ApiClient:
     return kclient.ApiClient(configuration=cfg)
 
 
-def _skip_unchanged(svc: Service) -> None:
-    """What-if ``skip-unchanged``: no actuator call when a Deployment already has the count."""
-    apply = svc.loop._apply
-
-    async def maybe(d: Decision, leader: bool) -> ActuationOutcome:
-        engine = svc.engine.targets[d.target].config.actuation.engine
-        if engine == "deployment" and d.replicas == d.current:
-            return ActuationOutcome(d.target, applied=True, dry_run=not leader)
-        return await apply(d, leader)
-
-    svc.loop._apply = maybe  # type: ignore[method-assign]
-
-
 def _time_phases(svc: Service) -> dict[str, list[float]]:
     """Wall time of each source's collect and of the engine's tick, per tick (the sources run
     concurrently, so their times overlap; the rest of a tick is actuation and recording)."""
@@ -362,6 +354,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             lease_namespace="default",
             identity="soak-0",
             log_level="warning",
+            scrape_seconds=args.scrape_seconds,
+            scrape_max_rate=args.scrape_max_rate,
         )
         durations: list[float] = []
         async with open_service(settings) as svc:
@@ -376,10 +370,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
             svc.loop.tick = timed  # type: ignore[method-assign]
             phases = _time_phases(svc)
-            if "skip-unchanged" in args.what_if:
-                _skip_unchanged(svc)
             t_start = time.perf_counter()
             runner = await start_http(svc)
+            pacer = service_app.pace_gc(svc)  # as run_forever does
             try:
                 await asyncio.sleep(args.warmup)
                 print(
@@ -394,21 +387,33 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 before = samples(svc, "autoscaler_actuation_writes_total").total()
                 fails0 = samples(svc, "autoscaler_actuation_failures_total")
                 errors0 = samples(svc, "autoscaler_source_errors_total")
-                profile = cProfile.Profile() if args.profile else None
+                profile = cProfile.Profile(time.process_time) if args.profile else None
                 if profile is not None:
                     profile.enable()
+                gc_pauses: list[tuple[int, float]] = []
+                gc_started = [0.0]
+
+                def gc_timer(phase_: str, info: dict[str, int]) -> None:
+                    if phase_ == "start":
+                        gc_started[0] = time.perf_counter()
+                    else:
+                        gc_pauses.append((info["generation"], time.perf_counter() - gc_started[0]))
+
+                gc.callbacks.append(gc_timer)
                 ru0 = resource.getrusage(resource.RUSAGE_SELF)
                 t0 = time.perf_counter()
                 rss_max = 0
                 fresh = total = 0
                 next_report = t0 + 60
+                last_census: Counter[str] = Counter()
                 while (now := time.perf_counter()) < t0 + args.seconds:
                     await asyncio.sleep(min(1.0, t0 + args.seconds - now))
                     rss_max = max(rss_max, rss_bytes())
-                    for records in svc.loop.records.values():
-                        if records:
+                    for key in svc.loop.records:
+                        last = svc.loop.records.last(key)
+                        if last is not None:
                             total += 1
-                            fresh += records[-1]["signals_ok"]
+                            fresh += last.decision.signals_ok
                     if time.perf_counter() >= next_report:
                         window = durations[first:]
                         print(
@@ -418,8 +423,14 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                             file=sys.stderr,
                         )
                         next_report += 60
+                        if args.census:
+                            census = Counter(type(o).__name__ for o in gc.get_objects())
+                            grown = census - last_census if last_census else Counter()
+                            last_census = census
+                            print(f"    objects grown: {grown.most_common(8)}", file=sys.stderr)
                 wall = time.perf_counter() - t0
                 ru1 = resource.getrusage(resource.RUSAGE_SELF)
+                gc.callbacks.remove(gc_timer)
                 if profile is not None:
                     profile.disable()
                     profile.dump_stats(args.profile)
@@ -432,8 +443,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 errors = samples(svc, "autoscaler_source_errors_total")
                 errors.subtract(errors0)
                 targets = len(svc.engine.targets)
+                skipped = getattr(svc.actuators["deployment"], "skipped", 0)
+                svc_scrape_interval = svc.scrape.effective_interval
             finally:
                 await runner.cleanup()
+                pacer.release()
             run_seconds = time.perf_counter() - t_start
     here.send("stop")
     world_stats = await loop.run_in_executor(None, here.recv)
@@ -466,6 +480,21 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "max_sampled": round(rss_max / 2**20, 1),
             "peak_ru_maxrss": round(ru1.ru_maxrss / 1024, 1),
         },
+        "scrape_seconds": svc_scrape_interval,
+        "ticks_missed": svc.loop.missed,
+        "target_scrapes": svc.scrape.scrapes,
+        "target_scrapes_skipped_busy": svc.scrape.skipped,
+        "actuations_skipped_as_watched": skipped,
+        "gc": {
+            f"gen{g}": {
+                "count": len(ps),
+                "max_ms": round(max(ps) * 1000, 1),
+                "total_ms": round(sum(ps) * 1000, 1),
+            }
+            for g in (0, 1, 2)
+            if (ps := [d for gen, d in gc_pauses if gen == g])
+        },
+        "gc_full_between_ticks": pacer.full,
         "decisions_with_fresh_signals": round(fresh / max(1, total), 4),
         "actuation_writes": int(writes),
         "actuation_failures": {k: int(v) for k, v in fails.items() if v},
@@ -487,13 +516,30 @@ def main() -> int:
     p.add_argument("--exporters", type=int, default=8, help="exporter addresses the pods share")
     p.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring")
     p.add_argument("--load", choices=["wave", "steady"], default="wave", help="see above")
+    p.add_argument(
+        "--scrape-seconds",
+        type=float,
+        default=None,
+        help="the service's scrape_seconds (default: its tick, as the service defaults)",
+    )
+    p.add_argument(
+        "--scrape-max-rate",
+        type=float,
+        default=Settings.scrape_max_rate,
+        help="the service's scrape_max_rate (target scrapes a second; 0: no bound)",
+    )
+    p.add_argument(
+        "--census",
+        action="store_true",
+        help="print which object types grew, every 60 s (costs a pause: not for timing)",
+    )
     p.add_argument("--json", help="write the figures here as JSON")
     p.add_argument("--profile", help="cProfile the measured window into this file")
     p.add_argument(
         "--what-if",
         action="append",
         default=[],
-        choices=["pool", "skip-unchanged"],
+        choices=["pool"],
         help="measure a candidate change (see above); repeatable",
     )
     args = p.parse_args()

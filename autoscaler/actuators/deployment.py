@@ -8,19 +8,37 @@ InferenceService, say) is refused as ``owned_elsewhere``, because its controller
 the count at its next reconcile; drive that object instead (engine ``kserve``). An HPA or KEDA
 pointed at the same Deployment would fight this actuator too; that is a configuration error this
 actuator cannot see without reading every HPA.
+
+**Skip unchanged** (``watched``): the status source already watches every Deployment target and
+knows its ``spec.replicas``. Given that lookup, a decision equal to the watched count is
+``applied`` without any API call (no read through the shared rate limit for the thousand
+targets whose count is already right). Anything else (a different count, an unhealthy watch,
+a Deployment a controller owns: the lookup answers None) takes the full read -> compare ->
+write path on fresh state, so a lagging watch costs at most one needless read, never a write
+computed from stale state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from kubernetes_asyncio.client import ApiClient, AppsV1Api
 
-from autoscaler.actuators.base import Change, Mode, Obj, Plan, Write, WritingActuator
+from autoscaler.actuators.base import (
+    Change,
+    Mode,
+    Obj,
+    Plan,
+    Write,
+    WritingActuator,
+    settings_of,
+)
 from autoscaler.actuators.calls import MERGE_PATCH_KWARGS, Rejected
 from autoscaler.actuators.events import ObjectRef
 from autoscaler.core.clock import Clock
+from autoscaler.core.protocols import ActuationOutcome
 from autoscaler.core.types import Decision, TargetRef
 
 API_CALLS: tuple[tuple[str, str, str], ...] = (
@@ -40,11 +58,44 @@ class DeploymentActuator(WritingActuator):
     api_calls = API_CALLS
 
     def __init__(
-        self, api: ApiClient, clock: Clock, *, allow_owned: bool = False, **kwargs: Any
+        self,
+        api: ApiClient,
+        clock: Clock,
+        *,
+        allow_owned: bool = False,
+        watched: Callable[[TargetRef], int | None] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(api, clock, **kwargs)
         self.allow_owned = allow_owned
+        self.watched = watched
+        self.skipped = 0  # decisions applied from the watch, without an API call
         self._apps = AppsV1Api(api)
+
+    def settled(
+        self, target: TargetRef, decision: Decision, actuation: object
+    ) -> ActuationOutcome | None:
+        """The outcome when the watch already shows the decided count (no API call, no task
+        needed: the control loop asks this first), else None."""
+        if self.watched is None or target.kind not in self.kinds:
+            return None
+        seen = self.watched(target)
+        if seen is None or seen != decision.replicas:
+            return None
+        _, dry = settings_of(actuation)
+        self.skipped += 1
+        return ActuationOutcome(
+            target.key,
+            applied=True,
+            dry_run=dry or self.dry_run,
+            detail=f"already holds the decided values (spec.replicas {seen}, watched)",
+        )
+
+    async def apply(
+        self, target: TargetRef, decision: Decision, actuation: object
+    ) -> ActuationOutcome:
+        done = self.settled(target, decision, actuation)
+        return done if done is not None else await super().apply(target, decision, actuation)
 
     async def plan(self, target: TargetRef, decision: Decision, mode: Mode) -> Plan:
         plan = Plan()

@@ -71,7 +71,7 @@ async def debug_decisions(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="n must be an integer") from None
     wanted = request.query.get("target")
     out = {
-        key: list(records)[-n:] if n > 0 else []
+        key: records[-n:] if n > 0 else []
         for key, records in sorted(state.loop.records.items())
         if wanted is None or key == wanted
     }

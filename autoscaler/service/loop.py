@@ -6,15 +6,31 @@ actuators concurrently, one task per target under a deadline, so a failing actua
 another target. Only the leader writes: a follower runs the same tick with every actuation in
 dry-run, so a takeover starts with warm windows. Outcomes are recorded next to the decision that
 caused them (served at /debug/decisions, counted in the metrics, logged).
+
+Writes never hold a tick up (docs/actuators.md, "Writes that wait"): an actuator that can tell
+at once, without I/O, that nothing is to be done (``settled``) answers inside the tick; any
+other actuation runs as its own task, which the tick lets take one step: an actuation that needs
+no I/O is done by then, and one that must wait (for the API server, the client-side rate limit,
+a retry's backoff) is recorded as *pending*. The task goes on under its deadline, and its
+outcome replaces the pending one in the decision record (and is counted) when it lands. At most
+one actuation per target is in flight: a newer decision for a target whose write is still in
+flight waits in a one-slot queue (the latest decision wins; an older queued one is dropped,
+recorded as superseded), and runs when the one in flight ends, reading fresh state as every
+actuation does.
+
+History: the last ``history`` decisions per target, kept as the engine's ``Decision`` objects and
+their outcomes (``DecisionHistory``), and turned into the record dicts only when read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
 
 from autoscaler.core.clock import Clock
 from autoscaler.core.protocols import ActuationOutcome, Actuator, Source, SourceReport
@@ -24,6 +40,147 @@ from autoscaler.service.metrics import ServiceMetrics
 
 log = logging.getLogger("autoscaler.loop")
 decisions_log = logging.getLogger("autoscaler.decisions")
+
+
+def outcome_dict(o: ActuationOutcome, *, pending: bool = False) -> dict[str, Any]:
+    return {
+        "applied": o.applied,
+        "wrote": o.wrote,
+        "dry_run": o.dry_run,
+        "error": o.error,
+        "detail": o.detail,
+        "changes": {k: [old, new] for k, (old, new) in sorted(o.changes.items())},
+        "pending": pending,
+    }
+
+
+def _same_but_ts(a: Decision, b: Decision) -> bool:
+    """Every field but ``ts`` equal (written out: a generic getattr loop costs 10x more)."""
+    return (
+        a.replicas == b.replicas
+        and a.current == b.current
+        and a.ready == b.ready
+        and a.starting == b.starting
+        and a.proposal == b.proposal
+        and a.signals_ok == b.signals_ok
+        and a.reason == b.reason
+        and a.token_rate == b.token_rate
+        and a.token_rate_per_replica == b.token_rate_per_replica
+        and a.policy == b.policy
+        and a.target == b.target
+        and a.guards == b.guards
+        and a.inputs == b.inputs
+    )
+
+
+# Every field _same_but_ts compares, and ts (a test holds this to Decision's fields, so a field
+# added to Decision cannot be silently left out of the comparison).
+COMPARED_FIELDS = frozenset(
+    {
+        "target", "ts", "policy", "current", "ready", "starting", "proposal", "replicas",
+        "token_rate", "token_rate_per_replica", "reason", "signals_ok", "inputs", "guards",
+    }
+)  # fmt: skip
+
+
+class _Entry:
+    """One decision and its outcome in a target's history (the dict is built when read).
+
+    ``decision`` may be an earlier, equal decision (all but its time) shared with the entries
+    before it, and ``outcome`` an equal earlier outcome: ``ts`` is this entry's own time."""
+
+    __slots__ = ("decision", "outcome", "pending", "ts")
+
+    def __init__(self, decision: Decision, outcome: ActuationOutcome, pending: bool) -> None:
+        self.decision = decision
+        self.outcome = outcome
+        self.pending = pending
+        self.ts = decision.ts
+
+    def to_dict(self) -> dict[str, Any]:
+        record = self.decision.to_dict()
+        record["ts"] = self.ts
+        record["actuation"] = outcome_dict(self.outcome, pending=self.pending)
+        return record
+
+
+class Records(Sequence[dict[str, Any]]):
+    """A target's recent decision records, oldest first, as dicts built on access."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: deque[_Entry]) -> None:
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [e.to_dict() for e in list(self._entries)[i]]
+        return self._entries[i].to_dict()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (e.to_dict() for e in list(self._entries))
+
+
+class DecisionHistory(Mapping[str, Records]):
+    """target key -> its last ``size`` decision records (see ``Records``)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._by_target: dict[str, deque[_Entry]] = {}
+
+    def add(self, entry: _Entry) -> None:
+        hist = self._by_target.get(entry.decision.target)
+        if hist is None:
+            hist = self._by_target[entry.decision.target] = deque(maxlen=self.size)
+        elif hist:
+            # A steady target decides the same thing tick after tick: keep one copy of the
+            # decision and of the outcome (50 records x 1,000 targets of full copies were
+            # ~56 MB), the served records are the same.
+            last = hist[-1]
+            if last.decision is not entry.decision and _same_but_ts(last.decision, entry.decision):
+                entry.decision = last.decision
+            if last.outcome is not entry.outcome and last.outcome == entry.outcome:
+                entry.outcome = last.outcome
+        hist.append(entry)
+
+    def __getitem__(self, key: str) -> Records:
+        return Records(self._by_target[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_target)
+
+    def __len__(self) -> int:
+        return len(self._by_target)
+
+    def last(self, key: str) -> _Entry | None:
+        hist = self._by_target.get(key)
+        return hist[-1] if hist else None
+
+
+@dataclass(eq=False)
+class _Write:
+    """An actuation task and what the tick that started it left to do when it lands."""
+
+    decision: Decision
+    leader: bool
+    task: asyncio.Task[ActuationOutcome] | None = None
+    entry: _Entry | None = None  # set once the tick recorded it as pending
+    queued: list[_Write] = field(default_factory=list)  # at most one
+
+
+async def _one_step() -> None:
+    """Yield to the event loop exactly once: the callbacks already scheduled (the first step of
+    every task created before) run before this returns."""
+    fut = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(fut.set_result, None)
+    await fut
 
 
 class ControlLoop:
@@ -59,10 +216,14 @@ class ControlLoop:
         self.publishers = list(publishers)
         # Called with every decision and its outcome (e.g. the board KEDA's endpoints serve).
         self.observers = list(observers)
-        self._history = history
-        self.records: dict[str, deque[dict[str, Any]]] = {}
+        self.records = DecisionHistory(history)
         self.ticks = 0
+        self.missed = 0  # tick slots skipped because a tick overran
         self._wake = asyncio.Event()
+        self._inflight: dict[str, _Write] = {}  # target key -> its actuation in flight
+        # Run by ``run`` after each tick, before the pause (e.g. the service's paced garbage
+        # collection): work that must not land inside a tick.
+        self.between_ticks: list[Callable[[], None]] = []
 
     # -- one tick ----------------------------------------------------------------------------
 
@@ -74,7 +235,7 @@ class ControlLoop:
         now = self.clock.now()
         decisions = self.engine.tick(now, observations)
         leader = self.is_leader()
-        outcomes = await asyncio.gather(*(self._apply(d, leader) for d in decisions))
+        pairs = await self._actuate(decisions, leader)
         if self.publishers:
             await asyncio.gather(
                 *(
@@ -84,13 +245,121 @@ class ControlLoop:
                     for p in self.publishers
                 )
             )
-        pairs = list(zip(decisions, outcomes, strict=True))
-        for d, o in pairs:
-            self._record(d, o)
         self.ticks += 1
         if started is not None and self.timer is not None:
             self.metrics.tick_seconds.observe(self.timer() - started)
         return pairs
+
+    async def _actuate(
+        self, decisions: list[Decision], leader: bool
+    ) -> list[tuple[Decision, ActuationOutcome]]:
+        """Start every decision's actuation, wait until each is done or about to wait, and
+        record the outcomes (pending ones included) before anything else can land."""
+        started: list[_Write] = []
+        for d in decisions:
+            busy = self._inflight.get(d.target)
+            w = _Write(d, leader)
+            if busy is None:
+                done = self._settled(d, leader)
+                if done is not None:  # nothing to do, and known without I/O: no task
+                    w.entry = self._record(d, done, pending=False)
+                    started.append(w)
+                    continue
+                self._start(w)
+            else:
+                for older in busy.queued:  # the latest decision wins the one slot
+                    self._finish(
+                        older,
+                        self._pending_outcome(
+                            older, "superseded by a newer decision before its write could start"
+                        ),
+                        pending=False,
+                    )
+                busy.queued[:] = [w]
+            started.append(w)
+        if any(w.task is not None for w in started):
+            await _one_step()  # every task created above runs its first step first (FIFO)
+        pairs: list[tuple[Decision, ActuationOutcome]] = []
+        for w in started:
+            if w.entry is not None:  # settled without a task
+                pairs.append((w.decision, w.entry.outcome))
+                continue
+            task = w.task
+            if task is not None and task.done():
+                self._forget(w)
+                o = (
+                    ActuationOutcome(w.decision.target, applied=False, error="cancelled")
+                    if task.cancelled()
+                    else task.result()
+                )
+                w.entry = self._record(w.decision, o, pending=False)
+            else:
+                why = (
+                    "in flight (API server, client-side rate limit or retry)"
+                    if task is not None
+                    else "queued behind the write in flight"
+                )
+                o = self._pending_outcome(w, why)
+                w.entry = self._record(w.decision, o, pending=True)
+            pairs.append((w.decision, o))
+        self.metrics.actuation_pending.set(
+            len(self._inflight) + sum(len(w.queued) for w in self._inflight.values())
+        )
+        return pairs
+
+    def _pending_outcome(self, w: _Write, why: str) -> ActuationOutcome:
+        rt = self.engine.targets.get(w.decision.target)
+        dry = self.dry_run or not w.leader or (rt is not None and rt.config.actuation.dry_run)
+        return ActuationOutcome(w.decision.target, applied=False, dry_run=dry, detail=why)
+
+    def _start(self, w: _Write) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._apply(w.decision, w.leader), name=f"actuate {w.decision.target}"
+        )
+        w.task = task
+        self._inflight[w.decision.target] = w
+        task.add_done_callback(lambda _t: self._landed(w))
+
+    def _forget(self, w: _Write) -> None:
+        if self._inflight.get(w.decision.target) is w:
+            del self._inflight[w.decision.target]
+
+    def _landed(self, w: _Write) -> None:
+        """An actuation task ended. If its tick already recorded it as pending, the outcome
+        replaces that; then the decision queued behind it (if any) starts."""
+        if w.entry is None:
+            return  # its tick is still waiting for it and takes the outcome itself
+        self._forget(w)
+        assert w.task is not None
+        if w.task.cancelled():
+            o = ActuationOutcome(w.decision.target, applied=False, error="cancelled")
+        else:
+            o = w.task.result()
+        self._finish(w, o, pending=False)
+        if w.queued:  # recorded as pending by its tick, which is over: it lands on its own
+            self._start(w.queued.pop())
+
+    def _finish(self, w: _Write, o: ActuationOutcome, *, pending: bool) -> None:
+        """A late outcome: into the decision's record, the metrics and the log."""
+        if w.entry is not None:
+            w.entry.outcome, w.entry.pending = o, pending
+        self.metrics.record_outcome(o)
+        if o.wrote:
+            decisions_log.info(
+                "%s: %d -> %d (%s; landed after its tick)",
+                w.decision.target,
+                w.decision.current,
+                w.decision.replicas,
+                w.decision.reason,
+                extra={"target": w.decision.target},
+            )
+
+    async def drain(self) -> None:
+        """Wait for every actuation in flight (and those queued behind them) to land."""
+        while self._inflight:
+            tasks = [w.task for w in self._inflight.values() if w.task is not None]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Each task's own done callback ran before gather's: queued ones have started.
 
     async def _collect(self, source: Source, refs: list[TargetRef]) -> SourceReport:
         name = getattr(source, "name", type(source).__name__)
@@ -109,8 +378,26 @@ class ControlLoop:
         self.metrics.record_report(name, report)
         return report
 
+    def _settled(self, d: Decision, leader: bool) -> ActuationOutcome | None:
+        """The outcome an actuator can give at once, without I/O (``settled``: e.g. the
+        Deployment actuator when the watch already shows the decided count), else None."""
+        rt = self.engine.targets.get(d.target)
+        if rt is None:
+            return None
+        actuation = rt.config.actuation
+        actuator = self.actuators.get(actuation.engine)
+        settled = getattr(actuator, "settled", None)
+        if settled is None:
+            return None
+        result: ActuationOutcome | None = settled(rt.ref, d, actuation)
+        if result is not None and (self.dry_run or not leader) and not result.dry_run:
+            result = dataclasses.replace(result, dry_run=True)  # a follower: nothing written
+        return result
+
     async def _apply(self, d: Decision, leader: bool) -> ActuationOutcome:
-        rt = self.engine.targets[d.target]
+        rt = self.engine.targets.get(d.target)
+        if rt is None:  # queued behind a write, and dropped from the policy since
+            return ActuationOutcome(d.target, applied=False, error="gone", detail="no target")
         actuation = rt.config.actuation
         dry = self.dry_run or actuation.dry_run or not leader
         if dry and not actuation.dry_run:
@@ -125,9 +412,10 @@ class ControlLoop:
                 detail=f"no actuator for engine {actuation.engine!r}",
             )
         try:
-            return await asyncio.wait_for(
-                actuator.apply(rt.ref, d, actuation), self.actuation_deadline
-            )
+            # asyncio.timeout, not wait_for: no inner task, so an actuation that needs no I/O
+            # finishes in the one step the tick gives it.
+            async with asyncio.timeout(self.actuation_deadline):
+                return await actuator.apply(rt.ref, d, actuation)
         except TimeoutError:
             return ActuationOutcome(d.target, applied=False, dry_run=dry, error="timeout")
         except Exception as e:  # an actuator bug must not stall other targets
@@ -152,31 +440,22 @@ class ControlLoop:
             o = ActuationOutcome(d.target, applied=False, error="exception", detail=repr(e))
         self.metrics.record_outcome(o)
 
-    def _record(self, d: Decision, o: ActuationOutcome) -> None:
+    def _record(self, d: Decision, o: ActuationOutcome, *, pending: bool) -> _Entry:
         for observe in self.observers:
             observe(d, o)
         self.metrics.record_decision(d)
         self.metrics.record_outcome(o)
-        record = d.to_dict()
-        record["actuation"] = {
-            "applied": o.applied,
-            "wrote": o.wrote,
-            "dry_run": o.dry_run,
-            "error": o.error,
-            "detail": o.detail,
-            "changes": {k: [old, new] for k, (old, new) in sorted(o.changes.items())},
-        }
-        hist = self.records.get(d.target)
-        if hist is None:
-            hist = self.records[d.target] = deque(maxlen=self._history)
-        hist.append(record)
-        extra = {"target": d.target, "decision": record}
+        entry = _Entry(d, o, pending)
+        self.records.add(entry)
         if d.changed or o.wrote:
+            extra = {"target": d.target, "decision": entry.to_dict()}
             decisions_log.info(
                 "%s: %d -> %d (%s)", d.target, d.current, d.replicas, d.reason, extra=extra
             )
-        else:
+        elif decisions_log.isEnabledFor(logging.DEBUG):
+            extra = {"target": d.target, "decision": entry.to_dict()}
             decisions_log.debug("%s: %d", d.target, d.replicas, extra=extra)
+        return entry
 
     # -- running -----------------------------------------------------------------------------
 
@@ -186,20 +465,43 @@ class ControlLoop:
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
         """Tick every ``interval`` seconds of the clock until ``stop`` is set; the tick in
-        flight always finishes."""
+        flight always finishes, and so do the writes it left in flight.
+
+        Ticks keep a fixed rate: each is due ``interval`` after the previous one was due, not
+        after the previous one ended, so the time a tick takes does not stretch the period. A
+        tick that overran starts the next one at once, and the slots it overran by are skipped
+        (counted in ``missed`` and ``autoscaler_ticks_missed_total``), never run back to back.
+        """
+        due = self.clock.now()
         while not stop.is_set():
-            started = self.clock.now()
             try:
                 await self.tick()
             except Exception:  # the engine itself failed: log and keep the service alive
                 log.exception("tick failed")
-            delay = max(0.0, interval - (self.clock.now() - started))
-            await self._pause(delay, stop)
+            for between in self.between_ticks:
+                try:
+                    between()
+                except Exception:
+                    log.exception("between-ticks hook failed")
+            due += interval
+            now = self.clock.now()
+            if now > due:
+                behind = int((now - due) // interval)
+                if behind:
+                    self.missed += behind
+                    self.metrics.ticks_missed.inc(behind)
+                due = now
+            if await self._pause(due - now, stop):
+                due = self.clock.now()  # woken early: the period restarts from this tick
+        await self.drain()
 
-    async def _pause(self, delay: float, stop: asyncio.Event) -> None:
+    async def _pause(self, delay: float, stop: asyncio.Event) -> bool:
+        """Wait ``delay`` seconds, or less on a wake-up or stop; True when woken early."""
         if self._wake.is_set():
             self._wake.clear()
-            return
+            return True
+        if delay <= 0:
+            return False
         waits = [
             asyncio.ensure_future(self.clock.sleep(delay)),
             asyncio.ensure_future(self._wake.wait()),
@@ -211,4 +513,6 @@ class ControlLoop:
             for w in waits:
                 w.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
+        woken = self._wake.is_set()
         self._wake.clear()
+        return woken

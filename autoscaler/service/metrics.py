@@ -10,11 +10,20 @@ from autoscaler.core.types import Decision
 TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class _Children:
+    __slots__ = ("current", "desired", "last", "ready", "stale")
+
+    def __init__(self, desired: Gauge, ready: Gauge, current: Gauge, stale: Gauge) -> None:
+        self.desired, self.ready, self.current, self.stale = desired, ready, current, stale
+        self.last: tuple[int, int, int, int] | None = None
+
+
 class ServiceMetrics:
     """Named by Prometheus conventions; every series is labelled by target (namespace/name)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._per_target: dict[str, _Children] = {}
         t = ["target"]
         self.desired = Gauge(
             "autoscaler_desired_replicas", "Replicas decided", t, registry=registry
@@ -71,6 +80,16 @@ class ServiceMetrics:
             ["target", "kind"],
             registry=registry,
         )
+        self.actuation_pending = Gauge(
+            "autoscaler_actuation_pending",
+            "Actuations in flight past their tick or queued behind one (rate limit, retries)",
+            registry=registry,
+        )
+        self.ticks_missed = Counter(
+            "autoscaler_ticks_missed",
+            "Tick slots skipped because a tick took longer than the interval",
+            registry=registry,
+        )
         self.leader = Gauge("autoscaler_leader", "1 while this replica leads", registry=registry)
         self.config_reloads = Counter(
             "autoscaler_config_reloads_total",
@@ -86,10 +105,23 @@ class ServiceMetrics:
 
     def record_decision(self, d: Decision) -> None:
         t = d.target
-        self.desired.labels(t).set(d.replicas)
-        self.ready.labels(t).set(d.ready)
-        self.current.labels(t).set(d.current)
-        self.signals_stale.labels(t).set(0 if d.signals_ok else 1)
+        # The per-target children, looked up once (``labels()`` costs ~15 us, four per target
+        # per tick is 60 ms a tick at 1,000 targets), and set only when a value changed.
+        children = self._per_target.get(t)
+        if children is None:
+            children = self._per_target[t] = _Children(
+                self.desired.labels(t),
+                self.ready.labels(t),
+                self.current.labels(t),
+                self.signals_stale.labels(t),
+            )
+        values = (d.replicas, d.ready, d.current, 0 if d.signals_ok else 1)
+        if values != children.last:
+            children.desired.set(values[0])
+            children.ready.set(values[1])
+            children.current.set(values[2])
+            children.stale.set(values[3])
+            children.last = values
         if d.token_rate is not None:
             self.token_limit.labels(t).set(d.token_rate)
         for g in d.guards:

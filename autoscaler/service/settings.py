@@ -30,6 +30,12 @@ class Settings:
     namespaces: tuple[str, ...] = ()  # empty: every namespace the policy names
     dry_run: bool = False
     tick_seconds: float = 5.0
+    # Each target's pods are scraped this often, in the background, staggered over the interval
+    # (None: every tick_seconds). ``once`` scrapes inside its one tick instead.
+    scrape_seconds: float | None = None
+    # ... but no more than this many target scrapes a second: the interval stretches to
+    # targets / scrape_max_rate when that is longer (0: no bound). Bounds the scrape's CPU.
+    scrape_max_rate: float = 200.0
     listen: str = ":8080"
     once: bool = False
     lease_name: str = "kserve-autoscaler"
@@ -49,6 +55,13 @@ class Settings:
     @property
     def grpc_host_port(self) -> tuple[str, int] | None:
         return _split(self.keda_grpc_listen) if self.keda_grpc_listen else None
+
+    @property
+    def scrape_interval(self) -> float | None:
+        """Seconds between two background scrapes of a target; None: scrape in the tick."""
+        if self.once:
+            return None
+        return self.scrape_seconds if self.scrape_seconds else self.tick_seconds
 
     @property
     def lease_timings(self) -> tuple[float, float, float]:
@@ -78,6 +91,8 @@ class Settings:
         for key, var in (
             ("tick_seconds", "AUTOSCALER_TICK_SECONDS"),
             ("lease_seconds", "AUTOSCALER_LEASE_SECONDS"),
+            ("scrape_seconds", "AUTOSCALER_SCRAPE_SECONDS"),
+            ("scrape_max_rate", "AUTOSCALER_SCRAPE_MAX_RATE"),
         ):
             v = _env(var)
             if v is not None:

@@ -1,11 +1,18 @@
 """The Kubernetes status source: replicas, readiness and cold starts of each target's pods.
 
-Per target it keeps a list+watch of the target's pods (kubernetes-asyncio, JSON lines read
-raw), as client-go's reflector does: list, then watch from the list's resourceVersion with
-bookmarks; a watch that ends is resumed from the last resourceVersion seen; a 410 Gone (the
-revision was compacted) relists; a relist also runs every ``resync_seconds`` as a guard
-against missed events; errors back off exponentially with jitter on the injected clock. The
-pods go into the shared ``PodIndex`` (pod scrape reads the ready ones from it).
+One list+watch per (kind, namespace), shared by every target of the namespace: all the pods of
+the namespace, and (when a Deployment target lives there) all its Deployments, each read with
+kubernetes-asyncio (JSON lines read raw) as client-go's reflector does: list, then watch from
+the list's resourceVersion with bookmarks; a watch that ends is resumed from the last
+resourceVersion seen; a 410 Gone (the revision was compacted) relists; a relist also runs every
+``resync_seconds`` (stretched by a random ``resync_jitter`` fraction, drawn afresh after each
+list, so the watches of a process do not all relist at the same moment) as a guard against
+missed events; errors back off exponentially with jitter on the injected clock. Events are
+filtered and dispatched to targets client-side (an index on one equality requirement of each
+target's selector keeps that cheap). A watch per target would hold one pooled connection each:
+kubernetes-asyncio's pool has 100, so from about 50 targets on every connection would be held
+by a watch and the actuators' requests would wait forever (docs/kubernetes-status.md). The pods
+go into the shared ``PodIndex`` (pod scrape reads the ready ones from it).
 
 Which pods belong to a target:
 
@@ -13,7 +20,7 @@ Which pods belong to a target:
                       (both modes; transformer and explainer pods are not the scaled component)
     Service (Knative) serving.knative.dev/service=<name> (every revision's pods)
     Deployment        the Deployment's spec.selector (matchLabels and matchExpressions), read
-                      from a watch on the Deployment itself, so a changed selector is followed
+                      from the namespace's Deployment watch, so a changed selector is followed
     any kind          an explicit label map (``pod_labels``, from the policy's
                       ``signals.scrape.podLabels``) overrides the above
 
@@ -47,7 +54,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,10 +80,12 @@ Obj = dict[str, Any]
 @dataclass(frozen=True, slots=True)
 class KubeStatusSettings:
     resync_seconds: float = 300.0  # relist this often even when the watch is healthy
+    resync_jitter: float = 0.2  # ... stretched by up to this fraction, drawn per list
     watch_timeout_seconds: int = 290  # server-side timeoutSeconds of one watch request
     backoff_initial_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
     request_timeout_seconds: float = 30.0  # lists and the connection of a watch
+    list_page_size: int = 500  # objects per page of a list (client-go's default)
     initial_sync_timeout_seconds: float = 5.0  # a first collect waits this long for a list
 
 
@@ -220,6 +229,7 @@ class _Informer:
         self._owner = owner
         self.rv: str | None = None
         self.last_list: float | None = None
+        self.resync_after = self._owner.settings.resync_seconds  # redrawn after every list
         self.healthy = False
         self.error_kind: str | None = None
         self.failures: dict[str, int] = {}  # kind -> failed calls since the last collect
@@ -233,7 +243,7 @@ class _Informer:
         return self._owner.settings
 
     def resync_due(self, now: float) -> bool:
-        return self.last_list is not None and now - self.last_list >= self._s.resync_seconds
+        return self.last_list is not None and now - self.last_list >= self.resync_after
 
     def request_resync(self) -> None:
         """Relist now: end the current watch stream (it is resumed by a list)."""
@@ -304,17 +314,32 @@ class _Informer:
 
     async def _list(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self._s.request_timeout_seconds)
-        resp = await self._call(**self._kwargs, _preload_content=False, _request_timeout=timeout)
-        try:
-            if resp.status != 200:
-                raise await _http_error(resp)
-            data = json.loads(await resp.read())
-        finally:
-            resp.release()
-        items = data.get("items") or []
+        items: list[Obj] = []
+        token: str | None = None
+        while True:  # in pages, as client-go does: a namespace's pods can be megabytes of JSON
+            page: dict[str, Any] = {"limit": self._s.list_page_size}
+            if token:
+                page["_continue"] = token
+            resp = await self._call(
+                **self._kwargs, **page, _preload_content=False, _request_timeout=timeout
+            )
+            try:
+                if resp.status != 200:
+                    raise await _http_error(resp)
+                data = json.loads(await resp.read())
+            finally:
+                resp.release()
+            items.extend(data.get("items") or [])
+            meta = data.get("metadata") or {}
+            token = meta.get("continue") or None
+            if token is None:
+                break
         self._on_replace(items)
         self.rv = str(data["metadata"]["resourceVersion"])
         self.last_list = self._owner.clock.now()
+        self.resync_after = self._s.resync_seconds * (
+            1.0 + self._owner.rng.uniform(0.0, self._s.resync_jitter)
+        )
         self._ok()
         self.settled.set()
         self._owner.count("lists")
@@ -377,14 +402,79 @@ class _Informer:
         self._owner.count("bookmarks" if kind == "BOOKMARK" else "events")
 
 
+# --- client-side label selection ----------------------------------------------------------------
+
+Requirement = tuple[str, str, frozenset[str]]  # (key, operator, values)
+
+
+def requirements(selector: Mapping[str, Any]) -> tuple[Requirement, ...] | None:
+    """A ``metav1.LabelSelector`` as requirements to match pods with on our side; None for an
+    empty (match-all) selector, refused like ``label_selector_string`` refuses it."""
+    reqs: list[Requirement] = [
+        (str(k), "In", frozenset([str(v)]))
+        for k, v in sorted((selector.get("matchLabels") or {}).items())
+    ]
+    for expr in selector.get("matchExpressions") or []:
+        op = str(expr.get("operator"))
+        # An operator we do not know matches nothing (the API server rejects those anyway).
+        reqs.append((str(expr.get("key")), op, frozenset(str(v) for v in expr.get("values") or [])))
+    return tuple(reqs) or None
+
+
+def matches(reqs: Sequence[Requirement], labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics (``NotIn`` holds for a missing key)."""
+    for key, op, values in reqs:
+        value = labels.get(key)
+        if op == "In":
+            ok = value in values
+        elif op == "NotIn":
+            ok = value is None or value not in values
+        elif op == "Exists":
+            ok = value is not None
+        elif op == "DoesNotExist":
+            ok = value is None
+        else:
+            ok = False
+        if not ok:
+            return False
+    return True
+
+
+def _index_key(reqs: Sequence[Requirement]) -> tuple[str, str] | None:
+    """One ``key=value`` every matching pod carries: the index that keeps dispatch cheap."""
+    for key, op, values in reqs:
+        if op == "In" and len(values) == 1:
+            return key, next(iter(values))
+    return None
+
+
+def pod_requirements(
+    target: TargetRef, override: Mapping[str, str] | None = None
+) -> tuple[Requirement, ...] | None:
+    """``pod_selector`` as requirements; None for a Deployment (read from the object)."""
+    if override:
+        return requirements({"matchLabels": override})
+    if target.kind == "InferenceService":
+        return requirements(
+            {"matchLabels": {KSERVE_LABEL: target.name, KSERVE_COMPONENT_LABEL: "predictor"}}
+        )
+    if target.kind == "Service":
+        return requirements({"matchLabels": {KNATIVE_SERVICE_LABEL: target.name}})
+    if target.kind == "Deployment":
+        return None
+    raise ValueError(f"unsupported target kind {target.kind!r}")
+
+
 # --- one target ---------------------------------------------------------------------------------
 
 
 class _Target:
-    """A target's pods (and, for a Deployment, the Deployment) kept current by informers."""
+    """A target's pods (and, for a Deployment, what its Deployment asks for), fed by the
+    namespace's shared watches."""
 
-    def __init__(self, owner: KubeStatusSource, target: TargetRef) -> None:
+    def __init__(self, owner: KubeStatusSource, ns: _Namespace, target: TargetRef) -> None:
         self.owner = owner
+        self.ns = ns
         self.target = target
         self.pods: dict[str, PodInfo] = {}
         self._uids: dict[str, str] = {}  # pod name -> uid
@@ -392,117 +482,60 @@ class _Target:
         self.cold_start: tuple[float, float] | None = None  # (ready_at, seconds), latest
         self.desired: int | None = None
         self.exists = True  # False when a Deployment target is not there
-        self.selector: str | None = pod_selector(target, owner.pod_labels.get(target.key))
-        self.deployment: _Informer | None = None
-        self.pod_informer: _Informer | None = None
-        self._pod_task: asyncio.Task[None] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def start(self) -> None:
-        ns = self.target.namespace
-        if self.target.kind == "Deployment":
-            self.deployment = _Informer(
-                f"deployment {self.target.key}",
-                self.owner.apps.list_namespaced_deployment,
-                {"namespace": ns, "field_selector": f"metadata.name={self.target.name}"},
-                self._deployments_listed,
-                self._deployment_event,
-                self.owner,
-            )
-            self._spawn(self.deployment)
-        if self.selector is not None:
-            self._watch_pods()
-
-    def _spawn(self, informer: _Informer) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(informer.run(), name=informer.what)
-        self._tasks = [t for t in self._tasks if not t.done()] + [task]
-        return task
-
-    def _watch_pods(self) -> None:
-        if self._pod_task is not None:
-            self._pod_task.cancel()  # awaited by stop(), which gathers every task
-            self._pod_task = None
-        self.pods.clear()
-        self._uids.clear()
-        self._publish()
-        if self.selector is None:
-            self.pod_informer = None
-            return
-        self.pod_informer = _Informer(
-            f"pods {self.target.key} ({self.selector})",
-            self.owner.core.list_namespaced_pod,
-            {"namespace": self.target.namespace, "label_selector": self.selector},
-            self._pods_listed,
-            self._pod_event,
-            self.owner,
+        self.controlled = False  # the Deployment has a controller (KServe, say)
+        self.override = owner.pod_labels.get(target.key)
+        self.reqs: tuple[Requirement, ...] | None = pod_requirements(target, self.override)
+        self.index_key: tuple[str, str] | None = (
+            None if self.reqs is None else _index_key(self.reqs)
         )
-        self._pod_task = self._spawn(self.pod_informer)
 
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        self.owner.pod_index.set_pods(self.target.key, ())
+    @property
+    def pod_informer(self) -> _Informer:
+        return self.ns.pod_informer
+
+    @property
+    def deployment(self) -> _Informer | None:
+        return self.ns.deployment_informer if self.target.kind == "Deployment" else None
 
     def informers(self) -> list[_Informer]:
         return [i for i in (self.deployment, self.pod_informer) if i is not None]
 
-    # Deployment events
+    # Deployment
 
-    def _deployments_listed(self, items: list[Obj]) -> None:
-        self._deployment_seen(items[0] if items else None)
-
-    def _deployment_event(self, kind: str, obj: Obj) -> None:
-        self._deployment_seen(None if kind == "DELETED" else obj)
-
-    def _deployment_seen(self, obj: Obj | None) -> None:
+    def deployment_seen(self, obj: Obj | None) -> None:
         if obj is None:
-            self.exists, self.desired = False, None
-            selector = None
+            self.exists, self.desired, self.controlled = False, None, False
+            reqs = None
         else:
             spec = obj.get("spec") or {}
             self.exists = True
+            owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+            self.controlled = any(o.get("controller") for o in owners)
             replicas = spec.get("replicas")
             self.desired = int(replicas) if replicas is not None else 1  # the API's default
-            override = self.owner.pod_labels.get(self.target.key)
-            selector = (
-                format_selector(override)
-                if override
-                else label_selector_string(spec.get("selector") or {})
+            reqs = (
+                requirements({"matchLabels": self.override})
+                if self.override
+                else requirements(spec.get("selector") or {})
             )
-        if selector != self.selector or (selector is not None and self.pod_informer is None):
-            self.selector = selector
-            self._watch_pods()
+        if reqs != self.reqs:
+            self.ns.reselect(self, reqs)
 
-    # Pod events
+    # Pods (the namespace dispatches them; it publishes after a batch)
 
-    def _pods_listed(self, items: list[Obj]) -> None:
+    def clear_pods(self) -> None:
         self.pods.clear()
         self._uids.clear()
-        for obj in items:
-            self._pod_seen(obj)
-        live = set(self._uids.values())
-        self._measured &= live
-        self._publish()
 
-    def _pod_event(self, kind: str, obj: Obj) -> None:
-        if kind == "DELETED":
-            name = (obj.get("metadata") or {}).get("name", "")
-            self.pods.pop(name, None)
-            uid = self._uids.pop(name, None)
-            self._measured.discard(uid or "")
-        else:
-            self._pod_seen(obj)
-        self._publish()
+    def forget_unlisted(self) -> None:
+        self._measured &= set(self._uids.values())
 
-    def _pod_seen(self, obj: Obj) -> None:
-        info = pod_info(obj)
-        uid = (obj.get("metadata") or {}).get("uid") or info.name
-        if _terminal(obj):
-            self.pods.pop(info.name, None)
-            self._uids.pop(info.name, None)
-            return
+    def remove_pod(self, name: str) -> None:
+        self.pods.pop(name, None)
+        uid = self._uids.pop(name, None)
+        self._measured.discard(uid or "")
+
+    def add_pod(self, info: PodInfo, uid: str) -> None:
         self.pods[info.name] = info
         self._uids[info.name] = uid
         if info.ready and uid not in self._measured:
@@ -514,27 +547,30 @@ class _Target:
                 ):
                     self.cold_start = (info.ready_at, seconds)
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
         self.owner.pod_index.set_pods(self.target.key, list(self.pods.values()))
 
     # Reporting
 
     def healthy(self) -> bool:
-        informers = self.informers()
-        if self.target.kind == "Deployment" and not self.exists:
-            return False
-        return (
-            bool(informers)
-            and all(i.healthy for i in informers)
-            and (self.pod_informer is not None)
-        )
+        if self.target.kind == "Deployment":
+            dep = self.deployment
+            if dep is None or not dep.healthy or not self.exists:
+                return False
+        return self.reqs is not None and self.pod_informer.healthy
 
-    def observe(self, now: float, report: SourceReport) -> None:
+    def watched_replicas(self) -> int | None:
+        """spec.replicas as the watch last saw it, while the watch is healthy and no other
+        controller owns the Deployment (else None)."""
+        if self.target.kind != "Deployment" or self.controlled or not self.healthy():
+            return None
+        return self.desired
+
+    def observe(
+        self, now: float, report: SourceReport, failures: Mapping[str, int] | None = None
+    ) -> None:
         key = self.target.key
-        failures: dict[str, int] = {}
-        for informer in self.informers():
-            for kind, n in informer.take_failures().items():
-                failures[kind] = failures.get(kind, 0) + n
+        failures = dict(failures or {})
         if not self.healthy():
             if not failures:
                 last = next((i.error_kind for i in self.informers() if i.error_kind), None)
@@ -558,6 +594,254 @@ class _Target:
             obs.append(Observation(key, sig.COLD_START_SECONDS, self.cold_start[1], now))
 
 
+def _deployment_summary(obj: Obj) -> Obj:
+    """What a target needs of a Deployment (a whole one is ~5 KB of Python objects, kept for
+    every Deployment of the namespace)."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    owners = [
+        {"controller": True} for o in meta.get("ownerReferences") or [] if o.get("controller")
+    ]
+    return {
+        "metadata": {"name": meta.get("name", ""), "ownerReferences": owners},
+        "spec": {"replicas": spec.get("replicas"), "selector": spec.get("selector") or {}},
+    }
+
+
+# --- one namespace ------------------------------------------------------------------------------
+
+
+class _Namespace:
+    """The shared watches of one namespace and the dispatch of their objects to its targets."""
+
+    def __init__(self, owner: KubeStatusSource, namespace: str) -> None:
+        self.owner = owner
+        self.namespace = namespace
+        self.targets: dict[TargetRef, _Target] = {}
+        self.deployment_targets: dict[str, _Target] = {}  # Deployment name -> its target
+        # Every pod of the namespace that is not terminal: name -> (info, uid).
+        self.pods: dict[str, tuple[PodInfo, str]] = {}
+        self._pods_by_label: dict[tuple[str, str], set[str]] = {}
+        self._members: dict[str, list[_Target]] = {}  # pod name -> targets it was given to
+        self._by_label: dict[tuple[str, str], list[_Target]] = {}  # index key -> targets
+        self._scan: list[_Target] = []  # targets whose selector has no single key=value
+        self.deployments: dict[str, Obj] = {}  # every Deployment of the namespace, by name
+        self.pod_informer = _Informer(
+            f"pods in {namespace}",
+            owner.core.list_namespaced_pod,
+            {"namespace": namespace},
+            self._pods_listed,
+            self._pod_event,
+            owner,
+        )
+        self.deployment_informer: _Informer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deployment_task: asyncio.Task[None] | None = None
+        self._spawn(self.pod_informer)
+
+    def _spawn(self, informer: _Informer) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(informer.run(), name=informer.what)
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]
+        return task
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [t for t in self._tasks if not t.done()]
+
+    def informers(self) -> list[_Informer]:
+        return [i for i in (self.deployment_informer, self.pod_informer) if i is not None]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for state in self.targets.values():
+            self.owner.pod_index.set_pods(state.target.key, ())
+
+    # Targets
+
+    def add(self, state: _Target) -> None:
+        if state.target.kind == "Deployment":
+            self.deployment_targets[state.target.name] = state
+            if self.deployment_informer is None:
+                self.deployment_informer = _Informer(
+                    f"deployments in {self.namespace}",
+                    self.owner.apps.list_namespaced_deployment,
+                    {"namespace": self.namespace},
+                    self._deployments_listed,
+                    self._deployment_event,
+                    self.owner,
+                )
+                self._deployment_task = self._spawn(self.deployment_informer)
+            elif self.deployment_informer.last_list is not None:
+                state.deployment_seen(self.deployments.get(state.target.name))
+        self.targets[state.target] = state  # after deployment_seen: _select indexes it once
+        self._select(state)
+        state.publish()
+
+    async def remove(self, state: _Target) -> None:
+        self._unindex(state)
+        for name in list(state.pods):
+            members = self._members.get(name)
+            if members is not None and state in members:
+                members.remove(state)
+        self.targets.pop(state.target, None)
+        self.owner.pod_index.set_pods(state.target.key, ())
+        if state.target.kind == "Deployment":
+            self.deployment_targets.pop(state.target.name, None)
+            if not self.deployment_targets and self._deployment_task is not None:
+                self._deployment_task.cancel()
+                await asyncio.gather(self._deployment_task, return_exceptions=True)
+                self._deployment_task = None
+                self.deployment_informer = None
+                self.deployments.clear()
+
+    def _index(self, state: _Target) -> None:
+        if state.reqs is None:
+            return
+        state.index_key = _index_key(state.reqs)
+        if state.index_key is None:
+            self._scan.append(state)
+        else:
+            self._by_label.setdefault(state.index_key, []).append(state)
+
+    def _unindex(self, state: _Target) -> None:
+        if state.reqs is None:
+            return
+        if state.index_key is None:
+            if state in self._scan:
+                self._scan.remove(state)
+        else:
+            bucket = self._by_label.get(state.index_key, [])
+            if state in bucket:
+                bucket.remove(state)
+            if not bucket:
+                self._by_label.pop(state.index_key, None)
+
+    def _select(self, state: _Target) -> None:
+        """Index a target and give it the pods it selects (from the ones we hold)."""
+        self._index(state)
+        state.clear_pods()
+        if state.reqs is None:
+            return
+        if state.index_key is not None:
+            names: Iterable[str] = sorted(self._pods_by_label.get(state.index_key, ()))
+        else:
+            names = list(self.pods)
+        for name in names:
+            info, uid = self.pods[name]
+            if matches(state.reqs, info.labels):
+                state.add_pod(info, uid)
+                self._members.setdefault(name, []).append(state)
+
+    def reselect(self, state: _Target, reqs: tuple[Requirement, ...] | None) -> None:
+        """A Deployment's selector changed (or appeared, or went): follow it."""
+        if state.target not in self.targets:
+            state.reqs = reqs
+            return
+        self._unindex(state)
+        for name in list(state.pods):
+            members = self._members.get(name)
+            if members is not None and state in members:
+                members.remove(state)
+        state.reqs = reqs
+        self._select(state)
+        state.publish()
+
+    def _matching(self, labels: Mapping[str, str]) -> list[_Target]:
+        out = [
+            s
+            for kv in labels.items()
+            for s in self._by_label.get(kv, ())
+            if s.reqs is not None and matches(s.reqs, labels)
+        ]
+        out.extend(s for s in self._scan if s.reqs is not None and matches(s.reqs, labels))
+        return out
+
+    # Pods
+
+    def _forget_pod(self, name: str) -> None:
+        held = self.pods.pop(name, None)
+        if held is not None:
+            for kv in held[0].labels.items():
+                names = self._pods_by_label.get(kv)
+                if names is not None:
+                    names.discard(name)
+                    if not names:
+                        del self._pods_by_label[kv]
+
+    def _hold_pod(self, info: PodInfo, uid: str) -> None:
+        self._forget_pod(info.name)
+        self.pods[info.name] = (info, uid)
+        for kv in info.labels.items():
+            self._pods_by_label.setdefault(kv, set()).add(info.name)
+
+    def _pods_listed(self, items: list[Obj]) -> None:
+        for state in self.targets.values():
+            state.clear_pods()
+        self.pods.clear()
+        self._pods_by_label.clear()
+        self._members.clear()
+        for obj in items:
+            if _terminal(obj):
+                continue
+            info = pod_info(obj)
+            uid = (obj.get("metadata") or {}).get("uid") or info.name
+            self._hold_pod(info, uid)
+            targets = self._matching(info.labels)
+            for state in targets:
+                state.add_pod(info, uid)
+            if targets:
+                self._members[info.name] = targets
+        for state in self.targets.values():
+            state.forget_unlisted()
+            state.publish()
+
+    def _pod_event(self, kind: str, obj: Obj) -> None:
+        info = pod_info(obj)
+        name = info.name
+        before = self._members.pop(name, [])
+        if kind == "DELETED" or _terminal(obj):
+            self._forget_pod(name)
+            after: list[_Target] = []
+        else:
+            uid = (obj.get("metadata") or {}).get("uid") or name
+            self._hold_pod(info, uid)
+            after = self._matching(info.labels)
+            for state in after:
+                state.add_pod(info, uid)
+            if after:
+                self._members[name] = after
+        for state in before:
+            if state not in after:
+                if kind == "DELETED":
+                    state.remove_pod(name)
+                else:  # terminal, or relabelled away: no longer its pod (measured stays)
+                    state.pods.pop(name, None)
+                    state._uids.pop(name, None)
+        for state in {id(s): s for s in (*before, *after)}.values():
+            state.publish()
+
+    # Deployments
+
+    def _deployments_listed(self, items: list[Obj]) -> None:
+        self.deployments = {
+            (o.get("metadata") or {}).get("name", ""): _deployment_summary(o) for o in items
+        }
+        for name, state in self.deployment_targets.items():
+            state.deployment_seen(self.deployments.get(name))
+
+    def _deployment_event(self, kind: str, obj: Obj) -> None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        if kind == "DELETED":
+            self.deployments.pop(name, None)
+        else:
+            self.deployments[name] = _deployment_summary(obj)
+        state = self.deployment_targets.get(name)
+        if state is not None:
+            state.deployment_seen(None if kind == "DELETED" else obj)
+
+
 # --- the source ---------------------------------------------------------------------------------
 
 
@@ -565,7 +849,7 @@ class KubeStatusSource:
     """``Source`` of replica status from Kubernetes watches (see the module docstring).
 
     ``start(targets)`` opens the watches early (optional: ``collect`` opens missing ones and
-    closes those of targets no longer asked for); ``close()`` cancels and awaits every task.
+    closes those of namespaces no longer asked for); ``close()`` cancels and awaits every task.
     ``stats`` counts lists, relists, watches, events, drops, 410s and errors by kind.
     """
 
@@ -591,15 +875,17 @@ class KubeStatusSource:
         self.stats: dict[str, int] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._targets: dict[TargetRef, _Target] = {}
+        self._namespaces: dict[str, _Namespace] = {}
         self._unsupported: set[TargetRef] = set()
         self._closed = False
 
     def count(self, what: str, n: int = 1) -> None:
         """Count a happening (lists, events, errors...) and wake ``wait_until`` callers."""
         self.stats[what] = self.stats.get(what, 0) + n
-        for predicate, fut in list(self._waiters):
-            if not fut.done() and predicate():
-                fut.set_result(None)
+        if self._waiters:
+            for predicate, fut in list(self._waiters):
+                if not fut.done() and predicate():
+                    fut.set_result(None)
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Return once ``predicate()`` holds, re-checked after every list, watch event, drop
@@ -613,69 +899,92 @@ class KubeStatusSource:
         finally:
             self._waiters = [(p, f) for p, f in self._waiters if f is not fut]
 
+    def watched_replicas(self, target: TargetRef) -> int | None:
+        """A Deployment target's ``spec.replicas`` as its healthy watch last saw it; None when
+        unknown (not a Deployment, not watched yet, watch unhealthy, no such Deployment) or
+        when another controller owns the Deployment (the actuator then reads and refuses)."""
+        state = self._targets.get(target)
+        return None if state is None else state.watched_replicas()
+
     async def start(self, targets: Sequence[TargetRef] = ()) -> None:
         await self._reconcile(targets)
 
-    async def _reconcile(self, targets: Sequence[TargetRef]) -> list[_Target]:
+    async def _reconcile(self, targets: Sequence[TargetRef]) -> None:
         if self._closed:
             raise RuntimeError("the source is closed")
+        if len(targets) == len(self._targets) and all(t in self._targets for t in targets):
+            return  # the common case: nothing to add or drop
         wanted = dict.fromkeys(targets)  # ordered, and O(1) membership for many targets
         for ref in [t for t in self._targets if t not in wanted]:
-            await self._targets.pop(ref).stop()
-        new = []
+            state = self._targets.pop(ref)
+            await state.ns.remove(state)
+            if not state.ns.targets:
+                del self._namespaces[state.ns.namespace]
+                await state.ns.stop()
         for ref in wanted:
-            if ref not in self._targets:
-                try:
-                    state = _Target(self, ref)
-                except ValueError as e:  # a kind this source cannot follow: reported per collect
-                    if ref not in self._unsupported:
-                        self._unsupported.add(ref)
-                        log.error("%s: %s", ref, e)
-                    continue
-                self._targets[ref] = state
-                state.start()
-                new.append(state)
-        return new
+            if ref in self._targets or ref in self._unsupported:
+                continue
+            ns = self._namespaces.get(ref.namespace)
+            try:
+                pod_requirements(ref, self.pod_labels.get(ref.key))
+            except ValueError as e:  # a kind this source cannot follow: reported per collect
+                self._unsupported.add(ref)
+                log.error("%s: %s", ref, e)
+                continue
+            if ns is None:
+                ns = self._namespaces[ref.namespace] = _Namespace(self, ref.namespace)
+            state = _Target(self, ns, ref)
+            self._targets[ref] = state
+            ns.add(state)
 
     async def collect(self, targets: Sequence[TargetRef]) -> SourceReport:
         report = SourceReport()
         await self._reconcile(targets)
         await self._await_first_sync([self._targets[t] for t in targets if t in self._targets])
         now = self.clock.now()
+        failures: dict[int, dict[str, int]] = {}
+        for ns in self._namespaces.values():
+            for informer in ns.informers():
+                failures[id(informer)] = informer.take_failures()
+                if informer.resync_due(now):
+                    informer.request_resync()
         for ref in targets:
             state = self._targets.get(ref)
             if state is None:
                 report.error(ref.key, "unsupported")
                 continue
-            for informer in state.informers():
-                if informer.resync_due(now):
-                    informer.request_resync()
-            state.observe(now, report)
+            informers = state.informers()
+            if len(informers) == 1:
+                state.observe(now, report, failures.get(id(informers[0])))
+                continue
+            summed: dict[str, int] = {}
+            for informer in informers:
+                for kind, n in failures.get(id(informer), {}).items():
+                    summed[kind] = summed.get(kind, 0) + n
+            state.observe(now, report, summed)
         return report
 
     async def _await_first_sync(self, states: list[_Target]) -> None:
-        pending = [i.settled for s in states for i in s.informers() if not i.settled.is_set()]
+        namespaces = {id(s.ns): s.ns for s in states}.values()
+        pending = [i.settled for ns in namespaces for i in ns.informers() if not i.settled.is_set()]
         if not pending:
             return
 
         async def settled() -> None:
             for event in pending:
                 await event.wait()
-            # A Deployment's pod watch starts only once the Deployment is read.
-            for s in states:
-                if s.pod_informer is not None and not s.pod_informer.settled.is_set():
-                    await s.pod_informer.settled.wait()
 
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(settled(), self.settings.initial_sync_timeout_seconds)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """The live watch tasks (for tests and the service's health endpoint)."""
-        return [t for s in self._targets.values() for t in s._tasks if not t.done()]
+        return [t for ns in self._namespaces.values() for t in ns.tasks()]
 
     async def close(self) -> None:
         self._closed = True
-        states = list(self._targets.values())
+        namespaces = list(self._namespaces.values())
+        self._namespaces.clear()
         self._targets.clear()
-        for state in states:
-            await state.stop()
+        for ns in namespaces:
+            await ns.stop()

@@ -23,9 +23,11 @@ from autoscaler.sources.kube_status import (
     KubeStatusSettings,
     KubeStatusSource,
     label_selector_string,
+    matches,
     parse_time,
     pod_info,
     pod_selector,
+    requirements,
 )
 from autoscaler.sources.pods import PodIndex
 from autoscaler.testing.clock import VirtualClock
@@ -36,6 +38,7 @@ CHAT = TargetRef("InferenceService", "llm", "chat")
 SKLEARN = TargetRef("Service", "ml", "iris")
 RAW = TargetRef("Deployment", "ml", "raw")
 CHAT_LABELS = {KSERVE_LABEL: "chat", "component": "predictor"}
+MERGE = "application/merge-patch+json"
 SETTINGS = KubeStatusSettings(resync_seconds=300, backoff_initial_seconds=1, backoff_max_seconds=8)
 
 
@@ -377,7 +380,12 @@ async def test_periodic_resync_relists_a_healthy_watch(
     kube.add_pod("llm", "chat-1", CHAT_LABELS)
     await source.collect([CHAT])
     await kube.until(lambda: kube.watch_count("pods") == 1)
-    clock.advance(SETTINGS.resync_seconds)
+    informer = source._targets[CHAT].pod_informer
+    assert SETTINGS.resync_seconds <= informer.resync_after
+    assert informer.resync_after <= SETTINGS.resync_seconds * (1 + SETTINGS.resync_jitter)
+    clock.advance(informer.resync_after - 0.001)
+    assert not informer.resync_due(clock.now())
+    clock.advance(0.001)
     report = await source.collect([CHAT])  # due: closes the stream and relists
     assert status(report, CHAT) == (1, 0, 1)
     await source.wait_until(lambda: source.stats.get("relists", 0) == 1)
@@ -507,7 +515,11 @@ async def test_targets_no_longer_asked_for_stop_their_watches(
     kube.add_pod("llm", "chat-1", CHAT_LABELS)
     kube.seed(deployment("raw", {"app": "raw"}))
     await source.collect([CHAT, RAW, SKLEARN])
-    await kube.until(lambda: kube.watch_count() == 4)  # 3 pod watches and the Deployment's
+    # One pod watch per namespace (llm, ml) and ml's Deployment watch.
+    await kube.until(lambda: kube.watch_count() == 3)
+    await source.collect([CHAT, SKLEARN])
+    await kube.until(lambda: kube.watch_count() == 2)  # no Deployment target left in ml
+    assert index.pods(RAW.key) == ()
     await source.collect([CHAT])
     await kube.until(lambda: kube.watch_count() == 1)
     assert len(source.tasks()) == 1
@@ -524,9 +536,9 @@ async def test_close_leaves_no_tasks_behind(clock: VirtualClock) -> None:
         await src.collect([CHAT, RAW, SKLEARN])
         kube.fail_next(10**6, 500, resource="pods")
         kube.drop_watches()
-        await clock.sleeping(3)  # every pod watch is parked in its backoff
+        await clock.sleeping(2)  # both pod watches (llm, ml) are parked in their backoff
         tasks = src.tasks()
-        assert len(tasks) == 4
+        assert len(tasks) == 3  # pods in llm, pods and Deployments in ml
         await src.close()
         assert all(t.done() for t in tasks)
         assert src.tasks() == []
@@ -535,3 +547,132 @@ async def test_close_leaves_no_tasks_behind(clock: VirtualClock) -> None:
             await src.collect([CHAT])
     # With the client and the server closed too, nothing at all is left running.
     assert asyncio.all_tasks() - before - {asyncio.current_task()} == set()
+
+
+# --- shared watches -----------------------------------------------------------------------------
+
+
+async def test_one_watch_per_kind_and_namespace_whatever_the_number_of_targets(
+    kube: FakeKube, source: KubeStatusSource, index: PodIndex, api: ApiClient
+) -> None:
+    refs = [TargetRef("Deployment", "ml", f"m-{i:03d}") for i in range(120)]
+    for i, ref in enumerate(refs):
+        kube.seed(deployment(ref.name, {"app": ref.name}, replicas=1 + i % 3))
+        kube.add_pod("ml", f"{ref.name}-0", {"app": ref.name, "tier": "model"})
+        kube.set_pod_status("ml", f"{ref.name}-0", ready=True, ip=f"10.1.{i // 250}.{i % 250}")
+    isvcs = [TargetRef("InferenceService", "llm", f"chat-{i}") for i in range(30)]
+    for ref in isvcs:
+        kube.add_pod("llm", f"{ref.name}-p", {KSERVE_LABEL: ref.name, "component": "predictor"})
+    report = await source.collect([*refs, *isvcs])
+    assert report.errors == {}
+    # 150 targets, two namespaces: pods in ml and llm, Deployments in ml. Nothing per target,
+    # so kubernetes-asyncio's pool of 100 connections is never held by watches.
+    await kube.until(lambda: kube.watch_count() == 3)
+    assert kube.watch_count("pods") == 2 and kube.watch_count("deployments") == 1
+    assert len([r for r in kube.requests if r.verb == "list"]) == 3
+    for i, ref in enumerate(refs):
+        assert status(report, ref) == (1 + i % 3, 1, 0)  # each target got its own pod only
+        assert [p.name for p in index.pods(ref.key)] == [f"{ref.name}-0"]
+        assert source.watched_replicas(ref) == 1 + i % 3
+    for ref in isvcs:
+        assert status(report, ref) == (1, 0, 1)
+    assert source.watched_replicas(isvcs[0]) is None  # only Deployments carry spec.replicas
+
+    # Events are dispatched to the one target they belong to.
+    await AppsV1Api(api).patch_namespaced_deployment_scale("m-007", "ml", {"spec": {"replicas": 9}})
+    await source.wait_until(lambda: source.watched_replicas(refs[7]) == 9)
+    kube.add_pod("ml", "m-007-1", {"app": "m-007"})
+    await seen(source, index, refs[7], lambda pods: len(pods) == 2)
+    report = await source.collect([*refs, *isvcs])
+    assert status(report, refs[7]) == (9, 1, 1)
+    assert status(report, refs[8]) == (1 + 8 % 3, 1, 0)
+    assert [p.name for p in index.pods(refs[6].key)] == ["m-006-0"]
+
+
+async def test_a_changed_selector_moves_pods_between_targets(
+    kube: FakeKube, source: KubeStatusSource, index: PodIndex, api: ApiClient
+) -> None:
+    kube.seed(deployment("raw", {"app": "raw"}, replicas=1))
+    kube.add_pod("ml", "raw-a", {"app": "raw"})
+    kube.add_pod("ml", "raw-b", {"app": "raw-v2"})
+    expr = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["raw-v2", "x"]}]}
+    await source.collect([RAW])
+    assert [p.name for p in index.pods(RAW.key)] == ["raw-a"]
+    # spec.selector is immutable: a new selector comes with a re-created Deployment.
+    kube.remove("apps", "deployments", "ml", "raw")
+    await source.wait_until(lambda: not source._targets[RAW].healthy())
+    assert index.pods(RAW.key) == ()
+    recreated = deployment("raw", {"app": "x"}, replicas=1)
+    recreated["spec"]["selector"] = expr  # type: ignore[index]
+    kube.seed(recreated)
+    await seen(source, index, RAW, lambda pods: [p.name for p in pods] == ["raw-b"])
+    # A pod relabelled out of the selector leaves the target; one relabelled in joins it.
+    core = CoreV1Api(api)
+    patch = {"metadata": {"labels": {"app": "x"}}}
+    await core.patch_namespaced_pod("raw-a", "ml", patch, _content_type=MERGE)
+    await seen(source, index, RAW, lambda pods: len(pods) == 2)
+    await core.patch_namespaced_pod(
+        "raw-b", "ml", {"metadata": {"labels": {"app": "gone"}}}, _content_type=MERGE
+    )
+    await seen(source, index, RAW, lambda pods: [p.name for p in pods] == ["raw-a"])
+
+
+def test_client_side_selector_semantics() -> None:
+    reqs = requirements(
+        {
+            "matchLabels": {"app": "a"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["canary"]},
+                {"key": "model", "operator": "Exists"},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ],
+        }
+    )
+    assert reqs is not None
+    assert matches(reqs, {"app": "a", "model": "m"})
+    assert matches(reqs, {"app": "a", "model": "m", "tier": "stable"})
+    assert not matches(reqs, {"app": "a", "model": "m", "tier": "canary"})
+    assert not matches(reqs, {"app": "a"})
+    assert not matches(reqs, {"app": "a", "model": "m", "legacy": ""})
+    assert not matches(reqs, {"app": "b", "model": "m"})
+    assert requirements({}) is None  # match-all is refused
+    odd = requirements({"matchExpressions": [{"key": "a", "operator": "Near", "values": []}]})
+    assert odd is not None and not matches(odd, {"a": "1"})
+
+
+async def test_resync_deadlines_are_jittered_per_watch(
+    kube: FakeKube, api: ApiClient, clock: VirtualClock
+) -> None:
+    import random
+
+    src = KubeStatusSource(api, clock, settings=SETTINGS, rng=random.Random(7))
+    refs = [TargetRef("InferenceService", f"ns-{i}", "chat") for i in range(12)]
+    try:
+        await src.collect(refs)
+        informers = [s.pod_informer for s in src._targets.values()]
+        assert len({id(i) for i in informers}) == 12
+        after = sorted(i.resync_after for i in informers)
+        top = SETTINGS.resync_seconds * (1 + SETTINGS.resync_jitter)
+        assert SETTINGS.resync_seconds <= after[0] and after[-1] <= top
+        assert len(set(after)) == 12  # no two relist at the same moment
+        assert after[-1] - after[0] > 0.3 * (top - SETTINGS.resync_seconds)  # spread out
+    finally:
+        await src.close()
+
+
+async def test_lists_are_read_in_pages(kube: FakeKube, api: ApiClient, clock: VirtualClock) -> None:
+    settings = KubeStatusSettings(list_page_size=50)
+    src = KubeStatusSource(api, clock, settings=settings)
+    refs = [TargetRef("Deployment", "ml", f"d-{i:03d}") for i in range(120)]
+    for i, ref in enumerate(refs):
+        kube.seed(deployment(ref.name, {"app": ref.name}, replicas=1 + i % 4))
+    try:
+        report = await src.collect(refs)
+        assert report.errors == {}
+        assert [src.watched_replicas(r) for r in refs] == [1 + i % 4 for i in range(120)]
+        lists = [r for r in kube.requests if r.verb == "list" and "deployments" in r.path]
+        assert [r.query.get("limit") for r in lists] == ["50", "50", "50"]
+        assert "continue" not in lists[0].query and lists[1].query["continue"]
+        assert src.stats["lists"] == 2  # one list of the Deployments (3 pages), one of the pods
+    finally:
+        await src.close()

@@ -302,3 +302,83 @@ async def test_settings_are_checked(api: ApiClient, clock: VirtualClock) -> None
         LeaderElector(api, NS, LEASE, "a", clock, lease_duration=10, renew_deadline=10)
     with pytest.raises(ValueError, match="identity"):
         LeaderElector(api, NS, LEASE, "", clock)
+
+
+# --- the service gives the elector a client of its own --------------------------------------
+
+
+async def test_the_lease_has_its_own_client_and_wins_while_data_traffic_holds_every_connection(
+    tmp_path: object,
+) -> None:
+    import json
+    from pathlib import Path
+
+    from kubernetes_asyncio.client import CoreV1Api
+
+    from autoscaler.service.app import open_service
+    from autoscaler.service.settings import Settings
+
+    assert isinstance(tmp_path, Path)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: autoscaler.kserve.io/v1alpha1\nkind: AutoscalingPolicy\n"
+        "metadata: {name: p}\nspec:\n  targets:\n"
+        "    - {kind: Deployment, namespace: ml, name: raw, actuation: {engine: deployment},\n"
+        "       policy: {name: queue, params: {targetPerReplica: 2}}}\n"
+    )
+    async with FakeKube(clock=VirtualClock()) as kube:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
+                    "users": [{"name": "anonymous", "user": {}}],
+                    "contexts": [
+                        {"name": "fake", "context": {"cluster": "fake", "user": "anonymous"}}
+                    ],
+                    "current-context": "fake",
+                }
+            )
+        )
+        settings = Settings(
+            config=str(policy),
+            kubeconfig=str(kubeconfig),
+            lease_namespace="default",
+            identity="solo",
+            keda_grpc_listen="",
+        )
+        async with open_service(settings) as svc:
+            assert svc.leader is not None
+            assert svc.leader.coord.api_client is svc.lease_api
+            assert svc.lease_api is not svc.api
+            assert svc.lease_api.rest_client.pool_manager is not svc.api.rest_client.pool_manager
+            # Data traffic takes every connection of the data client's pool (100): long watches.
+            core = CoreV1Api(svc.api)
+            size = svc.api.configuration.connection_pool_maxsize
+            watches = [
+                asyncio.ensure_future(
+                    core.list_namespaced_pod(
+                        f"ns-{i}", watch=True, timeout_seconds=3600, _preload_content=False
+                    )
+                )
+                for i in range(size)
+            ]
+            await kube.until(lambda: kube.watch_count("pods") == size)
+            starved = asyncio.ensure_future(core.list_namespaced_pod("ml"))
+            elector = asyncio.ensure_future(svc.leader.run())
+            try:
+                await asyncio.wait_for(svc.leader.leading.wait(), 10)  # real seconds, a bound
+                assert svc.leader.is_leader
+                assert not starved.done()  # the data client really had no connection left
+            finally:
+                elector.cancel()
+                starved.cancel()
+                await asyncio.gather(elector, starved, return_exceptions=True)
+                for w in watches:
+                    if w.done() and not w.cancelled() and w.exception() is None:
+                        w.result().close()
+                    w.cancel()
+                await asyncio.gather(*watches, return_exceptions=True)
+                await svc.close()

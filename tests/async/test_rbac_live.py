@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes_asyncio.client import ApiClient
+from prometheus_client import CollectorRegistry
 
 from autoscaler.actuators import (
     ApiCaller,
@@ -30,11 +31,13 @@ from autoscaler.actuators.keda import KedaActuation, KedaActuator
 from autoscaler.actuators.published import PublishedDecisions
 from autoscaler.actuators.tokens import TokenLimitsPublisher
 from autoscaler.config.models import Actuation
+from autoscaler.config.rollout import Rollout
 from autoscaler.core.types import Decision, TargetRef
 from autoscaler.service.leader import LeaderElector
 from autoscaler.sources.kube_status import KubeStatusSource
 from autoscaler.testing.clock import VirtualClock
 from autoscaler.testing.fake_kube import FakeKube, shared_crd_dir
+from autoscaler.traffic.rollout import RolloutController, RolloutMetrics
 
 CRDS = shared_crd_dir()
 pytestmark = pytest.mark.skipif(CRDS is None, reason="../shared/crds is not there")
@@ -217,7 +220,8 @@ async def test_everything_runs_under_exactly_the_role(
     status = KubeStatusSource(api, clock)
     try:
         await status.start(targets)
-        await kube.until(lambda: kube.watch_count("pods") >= 3 and kube.watch_count("deployments"))
+        # One shared watch per (kind, namespace): the pods of NS, and its Deployments.
+        await kube.until(lambda: kube.watch_count("pods") == 1 and kube.watch_count("deployments"))
         report = await status.collect(targets)
         assert report.errors == {}
         assert {o.target for o in report.observations} == {t.key for t in targets}
@@ -245,6 +249,23 @@ async def test_everything_runs_under_exactly_the_role(
     outcomes.append(await tokens.apply(chat, decision(chat.key, 3, 6000.0), None))  # patch
     for out in outcomes:
         assert out.applied and out.wrote and out.error is None, out
+
+    # Canary rollouts (docs/rollouts.md): a Service whose traffic follows the latest revision is
+    # pinned to it (patch services); no analysis or webhook is reached.
+    rollouts = RolloutController(
+        api, clock, **shared, analyzer=None, hooks=None, metrics=RolloutMetrics(CollectorRegistry())
+    )
+    rollout = Rollout.model_validate(
+        {
+            "steps": [50],
+            "analysis": {
+                "prometheus": {"url": "http://prom:9090"},
+                "metrics": [{"name": "error_rate", "query": "q", "max": 0.01}],
+            },
+        }
+    )
+    pinned = await rollouts.step(iris, rollout)
+    assert pinned.transitions == ["RolloutTrafficPinned"] and pinned.error == "", pinned
 
     # Leader election: create, renew (get + update), release.
     elector = LeaderElector(api, LEASE_NS, "kserve-autoscaler", "pod-a", clock)

@@ -857,3 +857,68 @@ def test_histogram_mapping_without_quantile_is_rejected() -> None:
     )
     with pytest.raises(ValueError, match="quantile"):
         PodScrapeSource(None, PodIndex(), {KEY: cfg}, ManualClock())  # type: ignore[arg-type]
+
+
+# -- background scraping, staggered (the service) --------------------------------------------
+
+
+async def test_background_scrape_staggers_targets_over_the_interval_and_hands_each_batch_once(
+    farm: Farm, session: aiohttp.ClientSession
+) -> None:
+    from autoscaler.testing.clock import VirtualClock
+
+    await farm.start(6)
+    refs = [TargetRef("InferenceService", "llm", f"m{i}") for i in range(6)]
+    for i in range(6):
+        farm.serve(i, vllm_body(waiting=i))
+    cfg = PodScrape(port=farm.port, presets=("vllm",))
+    vclock = VirtualClock(T0)
+    index = PodIndex()
+    for i, ref in enumerate(refs):
+        index.set_pods(ref.key, [farm.pod(i)])
+    src = PodScrapeSource(
+        session, index, {r.key: cfg for r in refs}, vclock, interval=1.0, phases=4
+    )
+    try:
+        # Targets with the same mappings share one Scanner (and its memo of label sets).
+        assert len({id(src._targets[r.key].scanner) for r in refs}) == 1
+        first = await src.collect(refs)  # starts the phases; nothing scraped yet
+        assert first.observations == [] and first.errors == {}
+        seen: dict[str, float] = {}
+        for phase in range(4):
+            if phase:
+                vclock.advance(0.25)
+            await vclock.sleeping(1)  # the phase's scrapes are started, the runner waits
+            await asyncio.gather(*list(src._tasks))
+            report = await src.collect(refs)
+            got = {o.target: o.value for o in report.observations if o.signal == sig.WAITING}
+            assert set(got) == {r.key for r in refs if src.phase_of(r.key) == phase}
+            seen.update(got)
+            assert (await src.collect(refs)).observations == []  # handed over once
+        assert seen == {r.key: float(i) for i, r in enumerate(refs)}
+        assert src.scrapes == 6 and sum(farm.hits.values()) == 6  # once each per interval
+        vclock.advance(0.25)  # the next interval starts over with phase 0
+        await vclock.sleeping(1)
+        await asyncio.gather(*list(src._tasks))
+        assert src.scrapes == 6 + sum(1 for r in refs if src.phase_of(r.key) == 0)
+    finally:
+        await src.close()
+    assert src._runner is None and not src._tasks
+
+
+async def test_max_rate_stretches_the_interval_to_bound_the_scrape_load(
+    session: aiohttp.ClientSession,
+) -> None:
+    cfg = PodScrape(port=8080, presets=("vllm",))
+    configs = {f"llm/m{i}": cfg for i in range(1000)}
+    clock = ManualClock(T0)
+    assert (
+        PodScrapeSource(session, PodIndex(), configs, clock, interval=1.0).effective_interval == 1.0
+    )
+    bounded = PodScrapeSource(session, PodIndex(), configs, clock, interval=1.0, max_rate=200)
+    assert bounded.effective_interval == 5.0  # 1,000 targets at 200 a second
+    bounded.configure({k: cfg for k in list(configs)[:100]})
+    assert bounded.effective_interval == 1.0  # never shorter than asked
+    assert PodScrapeSource(session, PodIndex(), configs, clock).effective_interval is None
+    with pytest.raises(ValueError):
+        PodScrapeSource(session, PodIndex(), configs, clock, interval=1.0, max_rate=0)

@@ -248,7 +248,14 @@ class Trail:
 
     def sync(self) -> None:
         last = self.records[-1]["ts"] if self.records else 0.0
-        self.records.extend(r for r in self.svc.loop.records.get(KEY, ()) if r["ts"] > last)
+        held = list(self.svc.loop.records.get(KEY, ()))
+        # A write that was still in flight at its tick is recorded pending and its outcome
+        # filled in when it lands: take the landed version of the records we hold.
+        landed = {r["ts"]: r for r in held if not r["actuation"]["pending"]}
+        for i, r in enumerate(self.records):
+            if r["actuation"]["pending"] and r["ts"] in landed:
+                self.records[i] = landed[r["ts"]]
+        self.records.extend(r for r in held if r["ts"] > last)
 
     def since(self, t: float) -> list[dict[str, Any]]:
         self.sync()
@@ -257,10 +264,12 @@ class Trail:
     async def decided(self, t: float, replicas: int) -> list[dict[str, Any]]:
         """The records since ``t`` once one of them decided ``replicas`` (a tick records its
         decision after the write and its Event, so the fake may see the write first)."""
-        await eventually(
-            lambda: any(r["replicas"] == replicas for r in self.since(t)),
-            f"a record of {replicas} replicas",
-        )
+
+        def landed() -> bool:
+            first = next((r for r in self.since(t) if r["replicas"] == replicas), None)
+            return first is not None and not first["actuation"]["pending"]
+
+        await eventually(landed, f"a record of {replicas} replicas, its write landed")
         return self.since(t)
 
 
@@ -320,6 +329,9 @@ class World:
             "config": str(self.policy),
             "kubeconfig": str(self.kubeconfig),
             "tick_seconds": TICK,
+            # Pods are scraped in the background, staggered; a quarter tick keeps "within one
+            # tick of the signal" (the service's default is one scrape per tick).
+            "scrape_seconds": TICK / 4,
             "listen": "127.0.0.1:0",
             "keda_grpc_listen": "127.0.0.1:0",
             "lease_name": LEASE,
@@ -533,21 +545,24 @@ async def _scenario(
 async def _graceful_shutdown(
     svc: Service, runner: web.AppRunner, trail: Trail, kube: FakeKube, exporter: Exporter
 ) -> None:
-    """What SIGTERM does in ``run_forever``: ``runner.cleanup()``. A tick is caught in flight
-    (its scrape held at the exporter's door), the shutdown waits for it, the tick's decision is
-    written, then the Lease is released."""
-    exporter.waiting = 10  # 10 / 1: the tick in flight scales to 10
-    exporter.held.clear()
-    exporter.gate.clear()
-    await eventually(exporter.held.is_set, "a tick in flight", every=trail.sync)
-    ticks = svc.loop.ticks
+    """What SIGTERM does in ``run_forever``: ``runner.cleanup()``. A write is caught in flight
+    (the API server holds every request at its door), the shutdown waits for it to land, and
+    only then is the Lease released; no tick starts once the shutdown began."""
+    kube.pause()
+    exporter.waiting = 10  # 10 / 1: the next decision is 10, its write held at the door
+    await eventually(
+        lambda: any(r["replicas"] == 10 and r["actuation"]["pending"] for r in trail.records),
+        "a write in flight",
+        every=trail.sync,
+    )
     shutdown = asyncio.create_task(runner.cleanup())
     await hold(0.3)
-    assert not shutdown.done()  # waiting for the tick
+    ticks = svc.loop.ticks
+    assert not shutdown.done()  # waiting for the write in flight
     assert lease_holder(kube) == IDENTITY
-    exporter.gate.set()
+    kube.resume()
     await asyncio.wait_for(shutdown, WAIT)
-    assert svc.loop.ticks == ticks + 1  # that tick finished, and no other started
+    assert svc.loop.ticks == ticks  # no tick started while the write was landing
     trail.sync()
     assert trail.records[-1]["replicas"] == 10
     assert spec_replicas(kube) == 10
