@@ -779,7 +779,7 @@ def test_validate_files_collects_the_problems_of_every_file(tmp_path: Path) -> N
 # -- the examples in the docs ------------------------------------------------------------
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-TARGET_KEYS = ("policy:", "guards:", "tokenLimits:", "actuation:")
+TARGET_KEYS = ("policy:", "guards:", "tokenLimits:", "actuation:", "signals:")
 
 
 def _yaml_blocks() -> list[tuple[str, str]]:

@@ -1,0 +1,203 @@
+"""What a request will cost and what it did cost, in tokens. Pure: bytes and dicts in, numbers out.
+
+At admission the agent charges an estimate: the prompt's tokens by a fast approximation (about
+four characters per token for English text with BPE tokenizers, plus a few tokens of chat
+template per message; token-id prompts are counted exactly), plus the completion the client
+allows (``max_completion_tokens``, else ``max_tokens``, else the configured default), times
+``n``. Running the model's tokenizer would be exact but costs milliseconds per request and ties
+the agent to one model; the estimate only has to be right on average, because it is replaced by
+the real usage when the response ends:
+
+- a JSON response's ``usage`` (``total_tokens``, or ``prompt_tokens + completion_tokens``);
+- a stream's final usage chunk (``stream_options: {"include_usage": true}``) when there is one,
+  else the prompt estimate plus one token per content event (vLLM, TGI and OpenAI send one
+  token per event, or a few; so this errs low, never high).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "OpenAIRequest",
+    "SseCounter",
+    "parse_openai_request",
+    "prompt_tokens",
+    "usage_tokens",
+]
+
+CHARS_PER_TOKEN = 4.0
+TOKENS_PER_MESSAGE = 4  # role and template markers around each chat message
+
+
+def _text_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def _prompt_part(value: Any) -> int:
+    if isinstance(value, str):
+        return _text_tokens(value)
+    if isinstance(value, list):
+        if value and all(isinstance(v, int) for v in value):
+            return len(value)  # token ids
+        return sum(_prompt_part(v) for v in value)
+    return 0
+
+
+def _content(content: Any) -> int:
+    if isinstance(content, str):
+        return _text_tokens(content)
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, {"type": "image_url", ...}]
+        total = 0
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                total += _text_tokens(part["text"])
+        return total
+    return 0
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """The approximate prompt tokens of a completions or chat completions request."""
+    if "messages" in body:
+        messages = body["messages"]
+        if not isinstance(messages, list):
+            return 0
+        total = 0
+        for m in messages:
+            if isinstance(m, dict):
+                total += TOKENS_PER_MESSAGE + _content(m.get("content"))
+        return total
+    return _prompt_part(body.get("prompt"))
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIRequest:
+    """What admission needs from an OpenAI-style request body."""
+
+    model: str
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int  # the most the client allows (or the default), times n
+
+    @property
+    def estimate(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def parse_openai_request(
+    raw: bytes, default_max_tokens: int, model_fallback: str = ""
+) -> OpenAIRequest | None:
+    """The request's model, streaming flag and estimate; None when the body is not a JSON
+    object (the model server answers it with its own 400, and it costs no tokens)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    model = body.get("model")
+    limit = _count(body.get("max_completion_tokens"))
+    if limit is None:
+        limit = _count(body.get("max_tokens"))
+    if limit is None:
+        limit = default_max_tokens
+    n = _count(body.get("n")) or 1
+    return OpenAIRequest(
+        model=model if isinstance(model, str) and model else model_fallback,
+        stream=body.get("stream") is True,
+        prompt_tokens=prompt_tokens(body),
+        completion_tokens=limit * n,
+    )
+
+
+def usage_tokens(usage: Any) -> int | None:
+    """Total tokens from an OpenAI ``usage`` object; None when it has none."""
+    if not isinstance(usage, dict):
+        return None
+    total = _count(usage.get("total_tokens"))
+    if total is not None:
+        return total
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    if prompt is None and completion is None:
+        return None
+    return (prompt or 0) + (completion or 0)
+
+
+def usage_of_json(raw: bytes) -> int | None:
+    """The usage of a whole JSON response body, or None. Bodies without the word are not
+    parsed (KServe's own answers, errors)."""
+    if b'"usage"' not in raw:
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return usage_tokens(body.get("usage")) if isinstance(body, dict) else None
+
+
+class SseCounter:
+    """Counts the content events of a server-sent-event stream and keeps the last usage seen.
+
+    Fed the raw chunks as they pass through; events split across chunks are joined (only the
+    unfinished tail is kept, so memory stays at one event). Only events that mention ``usage``
+    with a value are parsed as JSON; the others are counted by their ``data:`` line.
+    """
+
+    __slots__ = ("_tail", "events", "usage")
+
+    def __init__(self) -> None:
+        self.events = 0  # data events other than [DONE]
+        self.usage: int | None = None
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk if self._tail else chunk
+        data = data.replace(b"\r\n", b"\n")
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._tail = data
+            return
+        self._tail = data[end + 2 :]
+        for event in data[: end + 2].split(b"\n\n"):
+            if event:
+                self._event(event)
+
+    def close(self) -> None:
+        """The stream ended: an unterminated last event still counts."""
+        if self._tail.strip():
+            self._event(self._tail)
+        self._tail = b""
+
+    def _event(self, event: bytes) -> None:
+        payload = b""
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                payload += line[5:].lstrip(b" ")
+        if not payload or payload == b"[DONE]":
+            return
+        if b'"usage"' in payload and b'"usage":null' not in payload.replace(b" ", b""):
+            try:
+                obj = json.loads(payload)
+            except (ValueError, UnicodeDecodeError):
+                obj = None
+            if isinstance(obj, dict):
+                usage = usage_tokens(obj.get("usage"))
+                if usage is not None:
+                    self.usage = usage
+                    if not obj.get("choices"):
+                        return  # the usage-only final chunk carries no content
+        self.events += 1
+
+    def tokens(self, prompt_estimate: int) -> int:
+        """The stream's tokens: its usage if it sent one, else prompt estimate + events."""
+        return self.usage if self.usage is not None else prompt_estimate + self.events

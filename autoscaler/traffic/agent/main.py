@@ -1,0 +1,107 @@
+"""Runs the agent: the proxy and admin apps on their ports until SIGTERM or SIGINT.
+
+The CLI (the composition root) passes the real clock and, with ``--nvml``, the GPU collector
+already registered in ``registry`` plus the coroutine that refreshes it before each scrape:
+``traffic`` may not import ``service`` (the clock) nor ``sources`` (NVML).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from autoscaler.core.clock import Clock
+from autoscaler.traffic.agent.options import AgentConfig
+from autoscaler.traffic.agent.proxy import Agent
+
+__all__ = ["run_agent", "serve"]
+
+log = logging.getLogger("autoscaler.traffic.agent")
+
+
+async def serve(
+    agent: Agent, stop: asyncio.Event, ready: Callable[[list[str]], None] | None = None
+) -> None:
+    """Serve both apps until ``stop`` is set; ``ready`` gets the bound addresses."""
+    config = agent.config
+    runners: list[web.AppRunner] = []
+    addresses: list[str] = []
+    try:
+        apps = [(agent.proxy_app(), config.listen)]
+        if config.metrics_listen is not None:
+            apps.append((agent.admin_app(), config.metrics_listen))
+        for app, (host, port) in apps:
+            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, host, port, backlog=1024)
+            await site.start()
+            addresses.extend(f"http://{a[0]}:{a[1]}" for a in runner.addresses)
+        log.info(
+            "agent up: proxy %s -> %s, token limit %s tokens/s (%s)",
+            addresses[0],
+            agent.upstream,
+            agent.budget.rate,
+            agent.watcher.enforced.source if agent.watcher.enforced else "default",
+        )
+        if ready is not None:
+            ready(addresses)
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (it is not a dependency) and not turned off with
+    ``AUTOSCALER_AGENT_UVLOOP=0``: the proxy's cost is almost all event loop and HTTP parsing."""
+    if os.environ.get("AUTOSCALER_AGENT_UVLOOP", "1") == "0":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    log.info("event loop: uvloop")
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_agent(
+    config: AgentConfig,
+    clock: Clock,
+    registry: CollectorRegistry,
+    *,
+    before_metrics: Callable[[], Awaitable[Any]] | None = None,
+    on_close: Callable[[], None] | None = None,
+) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if config.target is None:
+        log.warning(
+            "no --target: enforcing --default-token-rate %s tokens/s, published limits not read",
+            config.default_token_rate,
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        agent = Agent(config, clock, registry, before_metrics=before_metrics)
+        await serve(agent, stop)
+
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        if on_close is not None:
+            on_close()
+    return 0
