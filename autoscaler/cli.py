@@ -114,17 +114,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     slo = args.slo_ttft if args.slo_ttft is not None else cluster.slo_ttft_seconds
+    measure_from = None
+    if args.measure_from is not None:  # on the trace's axis, as --start: relative to the slice
+        measure_from = args.measure_from - (args.start or 0.0)
+        if measure_from < 0:
+            raise ValueError(
+                f"--measure-from ({args.measure_from:g}) is before --start ({args.start:g})"
+            )
     if not args.quiet:
+        window = "" if measure_from is None else f"; measured from {args.measure_from:g}s"
         print(
             f"trace {trace.name}: {trace.requests} requests over {trace.span_s / 3600:.2f} h; "
-            f"SLO TTFT {slo:g}s",
+            f"SLO TTFT {slo:g}s{window}",
             file=sys.stderr,
         )
     results = []
     for path, doc in policies:
         bar = _Progress(doc.metadata.name, perf_timer, not args.quiet)
         result = simulate(
-            trace, doc, cluster, seed=args.seed, slo_ttft_s=slo, timer=perf_timer, progress=bar
+            trace,
+            doc,
+            cluster,
+            seed=args.seed,
+            slo_ttft_s=slo,
+            timer=perf_timer,
+            progress=bar,
+            measure_from=measure_from,
         )
         bar.done()
         result.compact()  # keep a TTFT sample, not every request: memory ~ trace, not x policies
@@ -137,6 +152,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "requests": trace.requests,
         "span_s": round(trace.span_s, 3),
     }
+    if args.measure_from is not None:
+        trace_info["measure_from_s"] = args.measure_from
     if args.json:
         out = {
             "trace": trace_info,
@@ -151,6 +168,46 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"report: {written[0]}", file=sys.stderr)
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from autoscaler.service.clock import perf_timer
+    from autoscaler.sim.cluster_config import load_cluster
+    from autoscaler.sim.traces import load_trace
+    from autoscaler.sim.tune import default_space_file, load_space, tune, write_outputs
+
+    space_file = args.space or default_space_file(args.policy)
+    space = load_space(space_file, args.policy)
+    cluster = load_cluster(args.cluster).spec
+    trace = load_trace(
+        args.trace, args.trace_format, start_s=args.start, end_s=args.end, seed=args.seed
+    )
+    slo = args.slo_ttft if args.slo_ttft is not None else cluster.slo_ttft_seconds
+    bar = _Progress(f"tune {Path(args.policy).stem}", perf_timer, not args.quiet)
+    result = tune(
+        space,
+        trace,
+        cluster,
+        slo_ttft_s=slo,
+        target=args.target,
+        budget=args.budget,
+        seed=args.seed,
+        jobs=args.jobs,
+        progress=bar,
+    )
+    bar.done()
+    window = f"[{args.start if args.start is not None else 'start'}, "
+    window += f"{args.end if args.end is not None else 'end'})"
+    info = {"name": trace.name, "requests": trace.requests, "window": window}
+    tuned = write_outputs(result, Path(args.out), info)
+    best = result.best
+    values = ", ".join(f"{k} = {v}" for k, v in space.assignment(best.point).items())
+    status = "meets" if result.feasible else "MISSES"
+    print(
+        f"{tuned}: {values}; {best.gpu_hours:.3f} GPU-h, attainment {best.attainment:.4f} "
+        f"({status} {args.target:g}); {len(result.evaluations)} evaluations"
+    )
+    return 0 if result.feasible else 3
 
 
 def cmd_trace_synth(args: argparse.Namespace) -> int:
@@ -201,6 +258,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.text_logs:
         values["log_json"] = False
     return service_main(Settings(**values))  # type: ignore[arg-type]
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """The sidecar (autoscaler/traffic/agent): the CLI gives it the real clock and the NVML
+    collector, which its layer may not import."""
+    from prometheus_client import CollectorRegistry
+
+    from autoscaler.service.clock import SystemClock
+    from autoscaler.traffic.agent.main import run_agent
+    from autoscaler.traffic.agent.options import config_from_args
+
+    config = config_from_args(args)
+    registry = CollectorRegistry()
+    if not config.nvml:
+        return run_agent(config, SystemClock(), registry)
+    from autoscaler.sources.nvml import NvmlCollector, NvmlReader
+
+    reader = NvmlReader()
+    registry.register(NvmlCollector(reader))
+    return run_agent(
+        config, SystemClock(), registry, before_metrics=reader.read, on_close=reader.close
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
+    from autoscaler.traffic.agent.options import add_agent_parser
+
+    add_agent_parser(sub).set_defaults(func=cmd_agent)
+
     p = sub.add_parser("schema", help="print the JSON Schema of the policy YAML")
     p.set_defaults(func=cmd_schema)
 
@@ -293,8 +376,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speedup", type=float, default=1.0, help="replay at k x the trace's rate")
     p.add_argument("--start", type=float, help="slice: first second of the trace to replay")
     p.add_argument("--end", type=float, help="slice: second of the trace to stop at")
+    p.add_argument(
+        "--measure-from",
+        type=float,
+        help="replay from the start but report only [T, end] (T on the trace's axis, as --start)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress or notes on stderr")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "tune",
+        help="search a policy's parameters for the least GPU-hours meeting the SLO",
+        description="Search the parameters named in a space file (docs/tuning.md) for the "
+        "least GPU-hours with TTFT SLO attainment >= --target on the trace window; write "
+        "<stem>.tuned.yaml, frontier.md and frontier.json into --out. Exit 3 when no evaluated "
+        "point meets the target (the best one found is still written).",
+    )
+    p.add_argument("--trace", required=True, help="trace file (see docs/simulator.md)")
+    p.add_argument("--trace-format", default="auto", help="as for simulate")
+    p.add_argument("--policy", required=True, help="policy YAML to tune")
+    p.add_argument(
+        "--space", help="search space YAML (default: simulations/spaces/<stem>.yaml above it)"
+    )
+    p.add_argument("--cluster", help="cluster model YAML (default: 8B model on one H100)")
+    p.add_argument("--slo-ttft", type=float, help="TTFT SLO in seconds (default: the cluster's)")
+    p.add_argument(
+        "--target", type=float, default=0.99, help="SLO attainment to meet (default 0.99)"
+    )
+    p.add_argument("--budget", type=int, default=40, help="simulations to run at most")
+    p.add_argument("--seed", type=int, default=0, help="seed of the search and the simulations")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (results do not change)")
+    p.add_argument("--start", type=float, help="slice: first second of the trace to tune on")
+    p.add_argument("--end", type=float, help="slice: second of the trace to stop at")
+    p.add_argument("--out", required=True, help="directory for the tuned YAML and the frontier")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("trace", help="trace utilities")
     tsub = p.add_subparsers(dest="trace_command", required=True)

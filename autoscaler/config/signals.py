@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 
 from autoscaler.core import signals as sig
 from autoscaler.policy.api import Params
+from autoscaler.policy.builtin.llm import QUEUE_TIME_P95_SECONDS
 
 MetricType = Literal["gauge", "counter", "histogram"]
 
@@ -74,6 +75,8 @@ PRESETS: dict[str, tuple[MetricMapping, ...]] = {
         _m(sig.GENERATION_TOKENS_TOTAL, "vllm:generation_tokens", "counter"),
         _m(sig.REQUESTS_TOTAL, "vllm:request_success", "counter"),
         _m(sig.TTFT_P95_SECONDS, "vllm:time_to_first_token_seconds", "histogram", "max", 0.95),
+        # Time before prefill starts: the part of TTFT that more replicas shorten (llm policy).
+        _m(QUEUE_TIME_P95_SECONDS, "vllm:request_queue_time_seconds", "histogram", "max", 0.95),
     ),
     "kserve": (
         # The request count is the latency histogram's _count sample.

@@ -23,6 +23,9 @@ _BUILTINS = {
     "gpu": "autoscaler.policy.builtin.gpu:GpuPolicy",
     "max": "autoscaler.policy.builtin.composite:MaxPolicy",
     "static": "autoscaler.policy.builtin.static:StaticPolicy",
+    "keepalive": "autoscaler.policy.builtin.keepalive:KeepalivePolicy",
+    "llm": "autoscaler.policy.builtin.llm:LlmPolicy",
+    "predictive": "autoscaler.policy.builtin.predictive:PredictivePolicy",
 }
 
 

@@ -320,12 +320,19 @@ def _trace_lines(trace_info: dict[str, Any], slo_s: float) -> list[str]:
     requests = _number(trace_info.get("requests"))
     span = _number(trace_info.get("span_s"))
     span_text = MISSING if span is None else f"{span:.1f} s ({span / 3600.0:.2f} h)"
-    return [
+    lines = [
         f"- Trace: `{name if name is not None else MISSING}`",
         f"- Requests: {MISSING if requests is None else round(requests)}",
         f"- Span: {span_text}",
         f"- TTFT SLO: {slo_s:g} s",
     ]
+    measure_from = _number(trace_info.get("measure_from_s"))
+    if measure_from is not None:
+        lines.append(
+            f"- Measured from: {measure_from:g} s (the whole trace is replayed; every figure, "
+            "plot and the TTFT CDF cover requests arriving from then on and replica time after it)"
+        )
+    return lines
 
 
 def write_report(
@@ -334,7 +341,8 @@ def write_report(
     """Write report.md and the three PNG plots into ``out_dir``; return the paths written.
 
     ``trace_info`` supplies ``name``, ``requests`` and ``span_s`` (as from ``trace_summary`` plus
-    the trace name); missing ones show as "-".
+    the trace name); missing ones show as "-". An optional ``measure_from_s`` notes the
+    measurement window of ``simulate(measure_from=...)``.
     """
     if not results:
         raise ValueError("write_report needs at least one RunResult")

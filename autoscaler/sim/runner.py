@@ -21,6 +21,7 @@ from autoscaler.config.models import PolicyFile
 from autoscaler.core import signals
 from autoscaler.core.types import Decision, Observation
 from autoscaler.engine import Engine
+from autoscaler.policy.builtin.llm import QUEUE_TIME_P95_SECONDS
 from autoscaler.sim.cluster import Cluster
 from autoscaler.sim.cluster_config import ClusterSpec
 from autoscaler.sim.traces import Trace
@@ -91,12 +92,20 @@ class SimWorld:
     ``apply``), and both must produce the same decision records.
     """
 
-    def __init__(self, trace: Trace, key: str, spec: ClusterSpec, seed: int = 0) -> None:
+    def __init__(
+        self,
+        trace: Trace,
+        key: str,
+        spec: ClusterSpec,
+        seed: int = 0,
+        measure_from: float = 0.0,
+    ) -> None:
         self.trace = trace
         self.key = key
         self.spec = spec
         rng = np.random.default_rng(seed)
         prefill, work, llm, slots = _service_arrays(trace, spec, rng)
+        self.prefill_s = prefill
         self.slots = slots
         self.cluster = Cluster(
             spec,
@@ -122,6 +131,15 @@ class SimWorld:
         self.last: tuple[int, int, int, int] = (0, 0, 0, 0)  # replicas, ready, running, waiting
         self._pending: deque[list[Observation]] = deque()
         self._arrived_since = 0
+        # The measurement window [measure_from, end]: counters as they stood when it opened, and
+        # the most replicas that existed inside it (see ``window_counts``).
+        self.measure_from = measure_from
+        self._before: tuple[int, int, int] = (0, 0, 0)  # cold-start requests, cold starts, events
+        self._window_max = 0
+        # TTFT p95 as vLLM's histogram reports it per scrape: requests whose first token came
+        # since the previous scrape. Requests before ``_ttft_from`` are all reported or dropped.
+        self._ttft_from = 0
+        self._ttft_reported = np.zeros(trace.requests, dtype=np.bool_)
 
     @property
     def done(self) -> bool:
@@ -140,7 +158,15 @@ class SimWorld:
         cluster = self.cluster
         t0, t1 = self.t, self.t + self.tick
         arrived = cluster.admit(t1)
-        cluster.count_cold_requests(t0, t1)
+        cut = self.measure_from
+        if t0 < cut < t1:  # the window opens inside this tick: split the cold-request count
+            cluster.count_cold_requests(t0, cut)
+            self._before = (cluster.cold_start_requests, *self._before[1:])
+            cluster.count_cold_requests(cut, t1)
+        else:
+            cluster.count_cold_requests(t0, t1)
+            if t1 <= cut:
+                self._before = (cluster.cold_start_requests, *self._before[1:])
         cluster.serve(t0, t1)
         replicas, ready = cluster.status(t1)
         waiting = cluster.waiting
@@ -166,9 +192,12 @@ class SimWorld:
             self._pending.append([])  # no scrape this tick; keep the lag line moving
         else:
             rps = self._arrived_since / (self.tick * self.scrape_every)
-            self._pending.append(
-                _scrape(cluster, key, now, running, waiting, ready, self.slots, rps)
-            )
+            scraped = _scrape(cluster, key, now, running, waiting, ready, self.slots, rps)
+            latency = self._ttft_p95(t1) if self.cluster.llm else None
+            if latency is not None:
+                scraped.append(Observation(key, signals.TTFT_P95_SECONDS, latency[0], now))
+                scraped.append(Observation(key, QUEUE_TIME_P95_SECONDS, latency[1], now))
+            self._pending.append(scraped)
             self._arrived_since = 0
         if len(self._pending) > self.lag_ticks:
             status.extend(self._pending.popleft())
@@ -177,15 +206,53 @@ class SimWorld:
         self.ticks += 1
         return status
 
+    def _ttft_p95(self, t: float) -> tuple[float, float] | None:
+        """p95 TTFT and p95 queue time (TTFT less the request's own prefill: vLLM's
+        request_queue_time) of the requests whose first token came by ``t`` and were not reported
+        yet (None when there were none: missing, never zero, as the live histogram quantile)."""
+        lo, hi = self._ttft_from, self.cluster.head
+        if hi <= lo:
+            return None
+        ttft = self.cluster.ttft[lo:hi]
+        with np.errstate(invalid="ignore"):
+            due = (self.trace.arrival_s[lo:hi] + ttft) <= t  # NaN (dropped) compares False
+        reported = self._ttft_reported[lo:hi]
+        new = due & ~reported
+        values = ttft[new]
+        queued = values - self.prefill_s[lo:hi][new]
+        reported |= due
+        settled = reported | np.isnan(ttft)
+        self._ttft_from = lo + (int(np.argmin(settled)) if not settled.all() else hi - lo)
+        if not values.size:
+            return None
+        return float(np.percentile(values, 95)), float(np.percentile(queued, 95))
+
     def apply(self, replicas: int) -> None:
         """The decision taken at the current time lands on the cluster model."""
         if not self.primed:
             self.cluster.add_ready(replicas, 0.0)
             self.primed = True
-            return
-        if replicas != self.last[0]:
+        elif replicas != self.last[0]:
             self.scale_events += 1
             self.cluster.scale_to(replicas, self.t)
+        cluster = self.cluster
+        if self.t < self.measure_from:  # decided before the window: not counted in it
+            self._before = (cluster.cold_start_requests, cluster.cold_starts, self.scale_events)
+        if self.t + self.tick > self.measure_from:  # these replicas exist inside the window
+            self._window_max = max(self._window_max, len(cluster.active))
+
+    def window_counts(self) -> tuple[int, int, int, int]:
+        """(cold-start requests, replica cold starts, scale events, most replicas) counted in
+        ``[measure_from, end]``: a scale decision taken at or after ``measure_from`` counts, one
+        taken before does not; the most replicas includes those running when the window opens."""
+        cluster = self.cluster
+        cold_requests, cold_starts, events = self._before
+        return (
+            cluster.cold_start_requests - cold_requests,
+            cluster.cold_starts - cold_starts,
+            self.scale_events - events,
+            self._window_max,
+        )
 
 
 def simulate(
@@ -199,8 +266,20 @@ def simulate(
     on_decision: Callable[[Decision], None] | None = None,
     progress: Callable[[float], None] | None = None,
     timeline_points: int = 2000,
+    measure_from: float | None = None,
 ) -> RunResult:
-    """Run one policy over one trace; deterministic for a seed (wall-time fields aside)."""
+    """Run one policy over one trace; deterministic for a seed (wall-time fields aside).
+
+    ``measure_from`` (seconds on the trace's time axis, as its arrivals) opens a measurement
+    window: the whole trace is replayed, so the policy warms up on what came before, but every
+    reported figure covers ``[measure_from, end]`` only: GPU-hours of the replicas' time inside
+    it, attainment, TTFT percentiles, drops and goodput of the requests arriving at or after it,
+    cold-start requests, cold starts and scale events inside it. The per-request TTFTs and the
+    timeline returned are the window's too. None (or 0) measures the whole run.
+    """
+    cut = 0.0 if measure_from is None else float(measure_from)
+    if not math.isfinite(cut) or cut < 0:
+        raise ValueError(f"measure_from must be a finite time >= 0 s, got {measure_from!r}")
     engine = Engine.from_policy(policy)
     if not engine.targets:
         raise ValueError(
@@ -209,7 +288,11 @@ def simulate(
         )
     key = sorted(engine.targets)[0]
     engine = Engine([(engine.targets[key].ref, engine.targets[key].config)])
-    world = SimWorld(trace, key, spec, seed)
+    world = SimWorld(trace, key, spec, seed, measure_from=cut)
+    if cut >= world.end:
+        raise ValueError(
+            f"measure_from ({cut:g} s) is at or after the end of the run ({world.end:g} s)"
+        )
     slo = slo_ttft_s if slo_ttft_s is not None else spec.slo_ttft_seconds
     (first,) = engine.tick(world.base, world.priming())
     if on_decision is not None:
@@ -217,7 +300,7 @@ def simulate(
     world.apply(first.replicas)
 
     timeline = Timeline()
-    stride = max(1, int(world.end / world.tick / max(1, timeline_points)))
+    stride = max(1, int((world.end - cut) / world.tick / max(1, timeline_points)))
     started = timer() if timer else 0.0
     next_progress = 0.05
     while not world.done:
@@ -226,7 +309,7 @@ def simulate(
         if on_decision is not None:
             on_decision(decision)
         world.apply(decision.replicas)
-        if (world.ticks - 1) % stride == 0:
+        if world.t >= cut and (world.ticks - 1) % stride == 0:
             _, ready, running, waiting = world.last
             timeline.t.append(world.t)
             timeline.desired.append(decision.replicas)
@@ -236,8 +319,10 @@ def simulate(
             progress(world.t / world.end)
             next_progress += 0.05
     wall = (timer() - started) if timer else 0.0
-    metrics = summarize(trace, world.cluster, spec, slo, world.end, world.scale_events, wall)
-    return RunResult(policy.metadata.name, metrics, world.cluster.ttft, timeline)
+    metrics = summarize(trace, world, spec, slo, wall)
+    measured = trace.arrival_s >= cut
+    ttft = world.cluster.ttft if measured.all() else world.cluster.ttft[measured]
+    return RunResult(policy.metadata.name, metrics, ttft, timeline)
 
 
 def _scrape(
@@ -267,22 +352,28 @@ def _scrape(
 
 def summarize(
     trace: Trace,
-    cluster: Cluster,
+    world: SimWorld,
     spec: ClusterSpec,
     slo: float,
-    end: float,
-    scale_events: int,
     wall: float,
 ) -> dict[str, Any]:
-    ttft = cluster.ttft
+    """The run's figures over its measurement window ``[world.measure_from, world.end]``."""
+    cluster = world.cluster
+    start, end = world.measure_from, world.end
+    measured = trace.arrival_s >= start
+    ttft = cluster.ttft[measured]
     done = ~np.isnan(ttft)
     completed = int(done.sum())
     ok = done & (ttft <= slo + 1e-12)
-    replica_s = cluster.replica_seconds(end)
+    # Replica time inside [start, end]: everything up to end less everything up to start.
+    replica_s = cluster.replica_seconds(end) - (cluster.replica_seconds(start) if start else 0.0)
     gpu_s = replica_s * spec.gpus_per_replica
-    good_tokens = float((trace.input_tokens[ok] + trace.output_tokens[ok]).sum())
+    tokens = trace.input_tokens[measured] + trace.output_tokens[measured]
+    good_tokens = float(tokens[ok].sum())
     served = ttft[done]
-    n = trace.requests
+    n = int(measured.sum())
+    cold_requests, cold_starts, scale_events, max_replicas = world.window_counts()
+    span = end - start
 
     def pct(q: float) -> float | None:
         return round(float(np.percentile(served, q)), 6) if completed else None
@@ -297,12 +388,12 @@ def summarize(
         "ttft_p99_s": pct(99),
         "gpu_hours": round(gpu_s / 3600.0, 6),
         "replica_hours": round(replica_s / 3600.0, 6),
-        "mean_replicas": round(replica_s / end, 6) if end > 0 else 0.0,
-        "max_replicas": cluster.max_replicas,
-        "cold_starts": cluster.cold_starts,
-        "cold_start_requests": cluster.cold_start_requests,
+        "mean_replicas": round(replica_s / span, 6) if span > 0 else 0.0,
+        "max_replicas": max_replicas,
+        "cold_starts": cold_starts,
+        "cold_start_requests": cold_requests,
         "scale_events": scale_events,
         "goodput_tokens_per_gpu_s": round(good_tokens / gpu_s, 6) if gpu_s > 0 else 0.0,
         "wall_seconds": round(wall, 3),
-        "sim_requests_per_s": round(n / wall, 1) if wall > 0 else None,
+        "sim_requests_per_s": round(trace.requests / wall, 1) if wall > 0 else None,
     }

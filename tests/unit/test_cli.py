@@ -300,15 +300,15 @@ def test_decide_the_llm_policy_follows_the_ramp_within_its_bounds(
     assert main(["decide", str(LLM_CHAT), "--step", "30"]) == 0
     rows = table(capsys.readouterr().out)
     final = [r[3] for r in rows]
-    ramp = [r[3] for r in rows if 90 <= r[0] <= 360]
+    ramp = [r[3] for r in rows if 90 <= r[0] <= 390]
     assert ramp == sorted(ramp) and ramp[0] < ramp[-1]  # rises with the load
     assert min(final) == 1  # minReplicas 1: never to zero
-    assert max(final) == 16  # maxReplicas 16 caps the burst
-    capped = [r for r in rows if r[4] == "bounds: maxReplicas 16"]
-    assert capped and all(r[2] is not None and r[2] > 16 for r in capped)
-    # downSeconds 600 holds the peak through the idle tail of the 900 s sequence.
-    assert rows[-1][2] == 0 and rows[-1][3] == 16
-    assert rows[-1][4] == "stabilization: recommendations over the last 600s"
+    assert max(final) == 32  # maxReplicas 32 caps the burst
+    capped = [r for r in rows if r[4] == "bounds: maxReplicas 32"]
+    assert capped and all(r[2] is not None and r[2] > 32 for r in capped)
+    # The llm policy steps down one replica after 600 s below target (and not while the GPUs
+    # are busy): it holds the peak through the idle tail of the 900 s sequence.
+    assert rows[-1][2] == 32 and rows[-1][3] == 32
 
 
 def test_decide_json_emits_decision_records(capsys: pytest.CaptureFixture[str]) -> None:

@@ -414,7 +414,9 @@ def test_configmap_policy_is_llm_chat_and_validates() -> None:
     data = one(objects, "ConfigMap")["data"]
     assert list(data) == ["policy.yaml"]
     text = data["policy.yaml"]
-    assert text == (ROOT / "policies" / "llm-chat.yaml").read_text(encoding="utf-8")
+    assert text == (ROOT / "policies" / "llm-chat.yaml").read_text(encoding="utf-8"), (
+        "run deploy/sync_policy.py"
+    )
     policy = parse_policy(text, "configmap:policy.yaml")
     assert [t.name for t in policy.spec.targets] == ["chat"]
 
@@ -762,7 +764,19 @@ def test_example_inferenceservice_routes_through_the_agent() -> None:
         "--listen",
         ":8081",
         "--nvml",
+        "--target",
+        "llm/chat",
+        "--limits-url",
+        "http://kserve-autoscaler.kserve-autoscaler.svc:8080",
+        "--default-token-rate",
+        "2500",
     ]
+    # The limits ConfigMap is mounted where the agent reads it by default, optional so the pod
+    # starts before the service has written it.
+    (mount,) = agent["volumeMounts"]
+    assert mount["mountPath"] == "/etc/token-limits"
+    (volume,) = [v for v in predictor["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"] == {"name": "kserve-autoscaler-token-limits", "optional": True}
     assert [p["containerPort"] for p in agent["ports"]] == [8081]
     assert agent["ports"][0]["name"] in {"http1", "h2c"}
     assert agent["readinessProbe"]["httpGet"]["port"] == 8081

@@ -1,0 +1,425 @@
+"""``llm``: the default policy for LLM targets: replicas from what predicts time to first token.
+
+Every scale-up term is a total replica count computed from what the READY replicas measure; the
+proposal is compared with ``current`` (ready + starting), so capacity already on its way is counted
+once and a term adds replicas only when demand outgrows it:
+
+- **queue**: ``min(ceil(waiting / waitingPerReplica), ceil(ready * queueMaxGrowth))``. A
+  waiting request has not begun prefill; a queue is the first sign the replicas are full. A queue
+  that shrinks fast enough to clear within ``queueDrainSeconds`` (or the measured cold start, if
+  longer) adds nothing: the replicas there catch up before a new one could help. While replicas
+  start the queue adds nothing unless ``queueWhileStarting``: the queue that builds during a cold
+  start is the demand those replicas were asked for, and counting it again stacked a fleet 3-5x
+  too large in the simulator (Mooncake: 2 -> 32 replicas).
+- **KV cache**: ``ceil(ready * kvUsage / kvTarget)``. vLLM queues new sequences once the KV cache
+  is full, so usage near the target predicts waiting before it happens.
+- **unserved demand** (``unservedDemand``): the token counters count served tokens, so a saturated
+  fleet hides its demand. With the arrival rate ``a`` (``rps``) and the queue growing at ``g``
+  requests/s, the replicas start ``a - g`` requests/s and the demand is the served load times
+  ``a / (a - g)`` (at most 4x), once the queue is more than the ready replicas hold
+  (``waitingPerReplica`` each; below that a growing queue is arrival noise on a fleet that keeps
+  up). A rate, not a backlog: it does not grow while replicas start.
+- **tokens**: ``ceil((prompt/s / prefillTokensPerSecond (+ or max) generation/s /
+  decodeTokensPerSecond + throttled/s / mixed capacity) / targetUtilization)``: the share of a
+  replica's GPU time the demand needs under its capacity model. ``phases: shared`` adds the
+  prefill and decode shares (one GPU time-shares them); ``separate`` takes the larger (decode is
+  memory-bound and overlaps compute-bound prefill in a continuous batch, and the simulator's
+  cluster model runs them as separate resources).
+- **latency floor**: judged on what replicas can shorten, the wait before prefill, against the
+  SLO's budget after the request's own prefill: ``budget = sloTtftSeconds - prefill`` with
+  ``prefill = prompt tokens/s / rps / prefillTokensPerSecond`` (the mean request's own prefill
+  on an idle replica; 0 without ``rps``; at most half the SLO). Queue time p95 (vLLM's
+  ``request_queue_time``: TTFT less the request's own prefill) above ``queueTimeFraction *
+  budget`` asks for ``max(ready + 1, ceil(ready * latency / bound))`` (at most twice ready).
+  TTFT is the fallback only when no queue time is reported: ``TTFT p95 - prefill`` against
+  ``ttftScaleUpFraction * budget``, and only while requests queue (``ttftMinWaiting``). Raw TTFT
+  would pin the fleet on long prompts: an 85k-token prompt's prefill alone takes 7 s on an idle
+  replica, and more replicas would not shorten it. Latency counts from ``settleSeconds`` after
+  the last replica became ready and never while one starts, so a replica on its way (or the
+  backlog of its cold start) does not make the policy stack another.
+
+Scale-down is slow and fragmentation-aware: replicas are whole GPUs, so taking one of ``n`` away
+loads the remaining ``n - 1`` by ``n / (n - 1)`` (2 -> 1 doubles it). A step down happens only when
+the remaining replicas would run below ``(1 - scaleDownMargin)`` of the token and KV targets with
+no queue to speak of, when that has held for ``scaleDownDelaySeconds``, at most one replica per
+``scaleDownDelaySeconds``, never while replicas are starting, never while queue time is above
+half its bound (or, without queue time, TTFT less prefill above ``ttftHoldFraction`` of the
+budget) and never while the GPUs are busier than ``gpuBusyUtilization``. The last replica goes
+only with no load at all.
+
+GPU utilisation is a guard only: with continuous batching a GPU reports near-100% "utilization"
+as soon as it runs any sequence, so it saturates long before the replica does and cannot say how
+many replicas are needed; it can only say "these GPUs are busy, do not take one away".
+
+Token budget: the proposal's ``token_rate`` is what the ready replicas serve within the SLO,
+``max(ready, 1) * tokens per replica * budgetUtilization``, so admitted load stays inside the
+capacity that exists while new replicas start, and the limit lifts as each becomes ready. Tokens
+per replica come from ``budgetTokensPerReplica`` or, by default, from the capacity model at the
+observed prompt/generation mix.
+
+Missing waiting or token counters give no proposal (the guards hold the last good count; never
+zero). KV usage, TTFT and GPU utilisation are optional: without them their terms do not apply.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from autoscaler.core import signals
+from autoscaler.core.snapshot import Snapshot
+from autoscaler.core.types import Proposal
+from autoscaler.policy.api import Params, Policy
+from autoscaler.policy.builtin.common import aggregate
+
+#: p95 of the time requests wait before their prefill starts (vLLM's
+#: ``vllm:request_queue_time_seconds`` histogram): the part of TTFT that replicas can shorten.
+QUEUE_TIME_P95_SECONDS = "queue_time_p95_seconds"
+
+
+class LlmParams(Params):
+    slo_ttft_seconds: float = Field(gt=0, description="the TTFT SLO the latency terms aim at")
+    # Capacity model of one replica.
+    prefill_tokens_per_second: float = Field(gt=0, description="prompt tokens/s one replica")
+    decode_tokens_per_second: float = Field(gt=0, description="generation tokens/s one replica")
+    target_utilization: float = Field(0.7, gt=0, le=1, description="of the capacity model")
+    phases: Literal["shared", "separate"] = Field(
+        "shared", description="prefill and decode share the GPU (sum) or run apart (max)"
+    )
+    token_window_seconds: float = Field(60.0, gt=0)
+    include_throttled: bool = True
+    # Queue.
+    waiting_per_replica: float = Field(2.0, gt=0, description="waiting requests one replica holds")
+    queue_window_seconds: float = Field(10.0, gt=0)
+    queue_aggregation: Literal["mean", "max", "last"] = "mean"
+    queue_drain_seconds: float = Field(
+        30.0, ge=0, description="a queue shrinking fast enough to clear in this adds nothing"
+    )
+    queue_while_starting: bool = Field(
+        False, description="let the queue add replicas while others start (bursty traffic)"
+    )
+    unserved_demand: bool = Field(
+        False, description="size for arrivals (rps) while the queue grows, not served tokens"
+    )
+    queue_max_growth: float = Field(
+        2.0, ge=1, description="the queue term asks for at most this times the ready replicas"
+    )
+    # KV cache.
+    kv_target: float = Field(0.8, gt=0, le=1, description="KV-cache usage fraction to run at")
+    kv_window_seconds: float = Field(30.0, gt=0)
+    # Latency floor.
+    ttft_signal: str = signals.TTFT_P95_SECONDS
+    ttft_window_seconds: float = Field(30.0, gt=0)
+    ttft_scale_up_fraction: float = Field(
+        0.8, gt=0, description="of the SLO after prefill: TTFT less prefill above adds replicas"
+    )
+    ttft_hold_fraction: float = Field(
+        0.5, gt=0, description="of the SLO after prefill: above, never scale down"
+    )
+    ttft_min_waiting: float = Field(
+        1.0, ge=0, description="TTFT (used without queue time) counts only while this many wait"
+    )
+    queue_time_signal: str | None = Field(
+        QUEUE_TIME_P95_SECONDS, description="p95 time requests wait before prefill (optional)"
+    )
+    queue_time_fraction: float = Field(
+        0.25, gt=0, description="of the SLO after prefill: queue time above adds, above half holds"
+    )
+    settle_seconds: float = Field(
+        30.0, ge=0, description="latency after replicas became ready is ignored this long"
+    )
+    # Scale-down.
+    scale_down_margin: float = Field(0.15, ge=0, lt=1, description="below the targets by this")
+    scale_down_delay_seconds: float = Field(300.0, ge=0, description="condition held this long")
+    scale_down_step_seconds: float | None = Field(
+        None, ge=0, description="at most one step per this (default: the delay)"
+    )
+    # Guard.
+    gpu_busy_utilization: float | None = Field(
+        0.95, gt=0, le=1, description="no scale-down while mean GPU utilisation is above"
+    )
+    gpu_window_seconds: float = Field(60.0, gt=0)
+    # Token budget.
+    budget_tokens_per_replica: float | None = Field(
+        None, gt=0, description="tokens/s one replica serves in SLO; default: capacity model"
+    )
+    budget_utilization: float = Field(1.0, gt=0, description="of the per-replica token rate")
+
+    @model_validator(mode="after")
+    def _ordered_fractions(self) -> LlmParams:
+        if self.ttft_hold_fraction > self.ttft_scale_up_fraction:
+            raise ValueError(
+                f"ttftHoldFraction ({self.ttft_hold_fraction:g}) must be <= "
+                f"ttftScaleUpFraction ({self.ttft_scale_up_fraction:g})"
+            )
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class LlmState:
+    below_since: float | None = None  # when the scale-down condition last became true
+    last_down: float | None = None  # when the policy last proposed a step down
+    last_starting: float | None = None  # when replicas were last seen starting
+
+
+class LlmPolicy(Policy[LlmParams, LlmState]):
+    name: ClassVar[str] = "llm"
+    params_model: ClassVar[type[Params]] = LlmParams
+
+    def required_signals(self) -> tuple[str, ...]:
+        return (signals.WAITING, signals.PROMPT_TOKENS_TOTAL, signals.GENERATION_TOKENS_TOTAL)
+
+    def retention_seconds(self) -> float:
+        p = self.params
+        return max(
+            p.token_window_seconds,
+            p.queue_window_seconds,
+            p.kv_window_seconds,
+            p.ttft_window_seconds,
+            p.gpu_window_seconds,
+        )
+
+    def initial_state(self, snap: Snapshot) -> LlmState:
+        return LlmState()
+
+    def token_budget(self, ready: int, prompt_rate: float | None, gen_rate: float | None) -> float:
+        """Tokens/s the ready replicas serve within the SLO (at least one replica's worth)."""
+        p = self.params
+        per_replica = p.budget_tokens_per_replica
+        if per_replica is None:
+            if prompt_rate is None or gen_rate is None:  # mix unknown: 50/50
+                prompt_rate = gen_rate = 0.0
+            per_replica = _mixed_capacity(p, prompt_rate, gen_rate)
+        return max(ready, 1) * per_replica * p.budget_utilization
+
+    def decide(self, snap: Snapshot, state: LlmState) -> tuple[Proposal, LlmState]:
+        p = self.params
+        window = p.token_window_seconds
+        prompt = snap.rate(signals.PROMPT_TOKENS_TOTAL, window)
+        gen = snap.rate(signals.GENERATION_TOKENS_TOTAL, window)
+        budget = self.token_budget(snap.ready, prompt, gen)
+        waiting = aggregate(snap, signals.WAITING, p.queue_window_seconds, p.queue_aggregation)
+        if prompt is None or gen is None or waiting is None:
+            return Proposal(None, token_rate=budget, reason="no queue or token data yet"), (
+                replace(state, below_since=None)
+            )
+        throttled = 0.0
+        if p.include_throttled:
+            throttled = snap.mean(signals.THROTTLED_TOKENS_PER_SECOND, window) or 0.0
+        # Fraction of one replica's GPU time the demand needs (prefill and decode share it).
+        prefill_load = prompt / p.prefill_tokens_per_second
+        decode_load = gen / p.decode_tokens_per_second
+        if p.phases == "shared":
+            load = prefill_load + decode_load
+        else:
+            load = max(prefill_load, decode_load)
+        load += throttled / _mixed_capacity(p, prompt, gen)
+        ready = snap.ready
+        kv = snap.mean(signals.KV_CACHE_USAGE, p.kv_window_seconds)
+        # Latency measured while replicas were starting describes a fleet without the capacity
+        # already on its way: only samples from settleSeconds after the last replica became
+        # ready count (the backlog of the cold start drains meanwhile), and none while one is
+        # still starting (else each ready replica would add another).
+        now = snap.now
+        last_starting = now if snap.starting > 0 else state.last_starting
+        state = replace(state, last_starting=last_starting)
+        span = p.ttft_window_seconds
+        if last_starting is not None:
+            span = min(span, now - last_starting - p.settle_seconds)
+        ttft = snap.max(p.ttft_signal, span) if span > 0 else None
+        qtime = None
+        if p.queue_time_signal is not None and span > 0:
+            qtime = snap.max(p.queue_time_signal, span)
+        # The SLO's budget for waiting: what is left after the mean request's own prefill, which
+        # more replicas cannot shorten (at most half the SLO is taken as prefill).
+        prefill_s = _prefill_seconds(p, prompt, snap.mean(signals.RPS, window))
+        after_prefill = p.slo_ttft_seconds - prefill_s
+        # TTFT less the prefill estimates queue time when the server does not report it; it
+        # counts only while requests queue (a long prompt's prefill alone can exceed the SLO).
+        wait = None
+        if qtime is None and ttft is not None:
+            queued = snap.mean(signals.WAITING, span) or 0.0
+            if queued >= p.ttft_min_waiting:
+                wait = ttft - prefill_s
+
+        n_tokens = _ceil(load / p.target_utilization)
+        # A queue keeps growing while new replicas start; the replicas it already asked for will
+        # drain it, so it may grow the fleet by at most queueMaxGrowth x ready per cold start.
+        n_queue = min(
+            _ceil(waiting / p.waiting_per_replica), max(_ceil(ready * p.queue_max_growth), 1)
+        )
+        # A shrinking queue that clears before a new replica could be ready gains nothing from
+        # one: the horizon is queueDrainSeconds or the measured cold start, whichever is longer.
+        horizon = max(p.queue_drain_seconds, snap.cold_start_s or 0.0)
+        if (snap.starting > 0 and not p.queue_while_starting) or _draining(
+            snap, waiting, p.queue_window_seconds, horizon
+        ):
+            # A queue that grows while replicas start is the demand they were asked for; one
+            # that shrinks fast enough clears on the replicas already there.
+            n_queue = 0
+        n_kv = _ceil(ready * kv / p.kv_target) if kv is not None and ready else 0
+        n_unserved = 0
+        if p.unserved_demand:
+            # Counters count served tokens only: a saturated fleet hides its demand. With the
+            # arrival rate a and the queue growing at g requests/s, the replicas start a - g
+            # requests/s, so the demand is the served load times a / (a - g). Only once the
+            # queue is more than the ready replicas hold: below that a growing queue is the
+            # noise of arrivals on a fleet that keeps up (flat load of long prompts).
+            arrivals = snap.mean(signals.RPS, p.queue_window_seconds)
+            growth = _queue_slope(snap, waiting, p.queue_window_seconds)
+            backlog = snap.last(signals.WAITING) or 0.0
+            saturated = backlog > p.waiting_per_replica * max(ready, 1)
+            if saturated and arrivals is not None and growth > 0 and arrivals > 0:
+                factor = min(arrivals / max(arrivals - growth, arrivals / 4.0), 4.0)
+                n_unserved = _ceil(load * factor / p.target_utilization)
+        n_ttft = _latency_count(ready, wait, p.ttft_scale_up_fraction * after_prefill)
+        n_qtime = _latency_count(ready, qtime, p.queue_time_fraction * after_prefill)
+        want = max(n_tokens, n_queue, n_kv, n_ttft, n_qtime, n_unserved)
+        inputs = {
+            "prompt_tokens_per_second": prompt,
+            "generation_tokens_per_second": gen,
+            "requests_waiting": waiting,
+            "load_replicas": load,
+            "token_budget": budget,
+        }
+        if kv is not None:
+            inputs["kv_cache_usage"] = kv
+        if ttft is not None:
+            inputs["ttft_p95_seconds"] = ttft
+        if qtime is not None:
+            inputs["queue_time_p95_seconds"] = qtime
+        if prefill_s > 0:
+            inputs["prefill_seconds"] = prefill_s
+
+        current = snap.current
+        if want > current:
+            # Scale-up terms name the total they need; replicas already starting are in
+            # ``current``, so only demand beyond them adds more.
+            reason = _top_reason(n_tokens, n_queue, n_kv, n_ttft, n_qtime, n_unserved)
+            return Proposal(want, budget, reason, inputs), replace(state, below_since=None)
+        if current <= 0:
+            return Proposal(current, budget, "idle at zero", inputs), replace(
+                state, below_since=None, last_down=None
+            )
+
+        blocker = self._down_blocker(snap, load, waiting, kv, wait, qtime, after_prefill)
+        if blocker:
+            return Proposal(current, budget, blocker, inputs), replace(state, below_since=None)
+        since = state.below_since if state.below_since is not None else now
+        delay = p.scale_down_delay_seconds
+        held = now - since >= delay
+        step = p.scale_down_step_seconds if p.scale_down_step_seconds is not None else delay
+        spaced = state.last_down is None or now - state.last_down >= step
+        if held and spaced:
+            return (
+                Proposal(current - 1, budget, "remaining replicas below target", inputs),
+                replace(state, below_since=since, last_down=now),
+            )
+        return Proposal(current, budget, "scale-down pending", inputs), replace(
+            state, below_since=since
+        )
+
+    def _down_blocker(
+        self,
+        snap: Snapshot,
+        load: float,
+        waiting: float,
+        kv: float | None,
+        wait: float | None,
+        qtime: float | None,
+        after_prefill: float,
+    ) -> str:
+        """Why taking one replica away now would hurt ("" when it would not). ``wait`` is TTFT
+        less prefill (only when no queue time is reported); both are judged against the SLO's
+        budget after prefill."""
+        p = self.params
+        if snap.starting > 0:
+            return "replicas starting"
+        if wait is not None and wait > p.ttft_hold_fraction * after_prefill:
+            return "TTFT near the SLO"
+        if qtime is not None and qtime > 0.5 * p.queue_time_fraction * after_prefill:
+            return "queue time near its share of the SLO"
+        if p.gpu_busy_utilization is not None:
+            gpu = snap.mean(signals.GPU_UTILIZATION, p.gpu_window_seconds)
+            if gpu is not None and gpu > p.gpu_busy_utilization:
+                return "GPUs busy"
+        ready = snap.ready
+        remaining = ready - 1
+        if remaining < 1:
+            # The last replica goes only when there is no demand at all.
+            idle = load <= 0.0 and waiting <= 0.0
+            return "" if idle else "last replica has load"
+        keep = 1.0 - p.scale_down_margin
+        if load / remaining > p.target_utilization * keep:
+            return "tokens would exceed target on fewer replicas"
+        if kv is not None and kv * ready / remaining > p.kv_target * keep:
+            return "KV cache would exceed target on fewer replicas"
+        if waiting > p.waiting_per_replica * remaining * keep:
+            return "queue would exceed target on fewer replicas"
+        return ""
+
+
+def _ceil(x: float) -> int:
+    return math.ceil(x - 1e-9) if x > 0 else 0
+
+
+def _queue_slope(snap: Snapshot, mean: float, span: float) -> float:
+    """Requests/s the queue grew by over the window (negative when it shrank), from the window's
+    mean and its last value: a linear change from mean - d to mean + d has slope 2d / span."""
+    last = snap.last(signals.WAITING)
+    return 0.0 if last is None else 2.0 * (last - mean) / span
+
+
+def _draining(snap: Snapshot, mean: float, span: float, within: float) -> bool:
+    """The queue is shrinking fast enough to clear within ``within`` seconds: the replicas that
+    are there already catch up. The slope is estimated from the window's mean and its last value
+    (a linear decline from mean + d to mean - d over the span has slope 2d / span)."""
+    last = snap.last(signals.WAITING)
+    if last is None or last >= mean or within <= 0:
+        return False
+    slope = 2.0 * (mean - last) / span
+    return last / slope <= within
+
+
+def _prefill_seconds(p: LlmParams, prompt: float, rps: float | None) -> float:
+    """The mean request's own prefill on an idle replica (prompt tokens per request over the
+    replica's prefill rate), at most half the SLO; 0 without an arrival rate."""
+    if rps is None or rps <= 0 or prompt <= 0:
+        return 0.0
+    return min(prompt / rps / p.prefill_tokens_per_second, 0.5 * p.slo_ttft_seconds)
+
+
+def _latency_count(ready: int, latency: float | None, bound: float) -> int:
+    """Replicas a latency above its bound asks for: ready scaled by the excess (at most doubled),
+    at least one more than ready; 0 (no opinion) within the bound."""
+    if latency is None or latency <= bound:
+        return 0
+    return max(ready + 1, _ceil(ready * min(latency / bound, 2.0)))
+
+
+def _mixed_capacity(p: LlmParams, prompt: float, gen: float) -> float:
+    """Tokens/s (prompt + generation) one replica serves at the given mix (50/50 unknown)."""
+    total = prompt + gen
+    fp, fg = (prompt / total, gen / total) if total > 0 else (0.5, 0.5)
+    return 1.0 / (fp / p.prefill_tokens_per_second + fg / p.decode_tokens_per_second)
+
+
+def _top_reason(
+    n_tokens: int, n_queue: int, n_kv: int, n_ttft: int, n_qtime: int, n_unserved: int
+) -> str:
+    # Constant strings (formatting numbers per tick costs more than the decision).
+    best = max(n_tokens, n_queue, n_kv, n_ttft, n_qtime, n_unserved)
+    if n_ttft == best:
+        return "TTFT above the SLO fraction"
+    if n_unserved == best:
+        return "arrivals outgrow served tokens"
+    if n_qtime == best:
+        return "queue time above its share of the SLO"
+    if n_queue == best:
+        return "queue per replica"
+    if n_kv == best:
+        return "KV cache per replica"
+    return "token demand per replica"
