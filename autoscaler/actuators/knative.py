@@ -1,14 +1,16 @@
-"""Knative Services and KServe serverless InferenceServices: scale annotations on the latest
-ready Revision (knative-kpa.md section 9).
+"""Knative Services and KServe serverless InferenceServices: scale annotations on the serving
+Revision (knative-kpa.md section 9).
 
 On each apply the actuator asks the target which revision is latest-ready
 (``status.latestReadyRevisionName`` of a Knative Service,
 ``status.components.predictor.latestReadyRevision`` of an InferenceService) and writes that
-Revision's ``metadata.annotations``. Knative >= 1.21 copies a Revision's autoscaling
-annotations to its PodAutoscaler on every reconcile, so min-scale and max-scale change live,
-without a new revision. When a new revision becomes ready, the next apply follows it (the
-outcome's detail says "new revision"). The Service and InferenceService are only read: writing
-their template would create a new revision, with new pods starting cold.
+Revision's ``metadata.annotations``, unless ``status.traffic`` sends most of the traffic to
+another revision (a canary rollout in progress: see ``serving_revision``). Knative >= 1.21
+copies a Revision's autoscaling annotations to its PodAutoscaler on every reconcile, so
+min-scale and max-scale change live, without a new revision. When a new revision becomes
+ready, the next apply follows it (the outcome's detail says "new revision"). The Service and
+InferenceService are only read: writing their template would create a new revision, with new
+pods starting cold.
 
 Before Knative 1.21 the revision reconciler leaves PodAutoscaler annotations alone and does not
 copy later Revision changes, so the knob is the PodAutoscaler (same name as the revision).
@@ -135,6 +137,33 @@ def _as_int(value: str | None) -> int | None:
         return None
 
 
+def serving_revision(traffic: object, latest_ready: object) -> str | None:
+    """The revision that carries the most traffic (``status.traffic``), else the latest ready.
+
+    Normally the two are the same revision. During a canary rollout (docs/rollouts.md) the latest
+    ready revision is the canary with a small share, and its min-scale belongs to the rollout's
+    pre-scale: the engine's decision, which sizes the whole target, goes to the revision serving
+    most of the traffic. On a tie the latest ready revision wins, so a 50/50 step and a promoted
+    canary follow the new revision.
+    """
+    shares: dict[str, float] = {}
+    if isinstance(traffic, list):
+        for entry in traffic:
+            if not isinstance(entry, Mapping):
+                continue
+            name = entry.get("revisionName")
+            percent = entry.get("percent")
+            if isinstance(name, str) and name and isinstance(percent, int | float):
+                shares[name] = shares.get(name, 0.0) + float(percent)
+    latest = latest_ready if isinstance(latest_ready, str) and latest_ready else None
+    if not shares:
+        return latest
+    best = max(shares.values())
+    if latest is not None and shares.get(latest, -1.0) >= best:
+        return latest
+    return max(sorted(shares), key=lambda n: shares[n])
+
+
 def format_target(value: float) -> str:
     """A per-pod target as Knative parses it: "10", "2.5" (two decimals at most)."""
     if value == int(value):
@@ -240,10 +269,12 @@ class KnativeActuator(WritingActuator):
                     "unsupported",
                     f"{target} runs in {deployment_mode} mode (no revisions): use engine kserve",
                 )
-            name = dig(isvc, "status", "components", "predictor", "latestReadyRevision")
+            predictor = dig(isvc, "status", "components", "predictor") or {}
+            name = serving_revision(predictor.get("traffic"), predictor.get("latestReadyRevision"))
         else:
             ksvc = await self._get(KSERVICE, target.namespace, target.name)
-            name = dig(ksvc, "status", "latestReadyRevisionName")
+            status = dig(ksvc, "status") or {}
+            name = serving_revision(status.get("traffic"), status.get("latestReadyRevisionName"))
         if not name:
             raise Rejected("no_revision", f"{target} has no ready revision yet")
         return str(name)

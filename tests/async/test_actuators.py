@@ -27,7 +27,12 @@ from autoscaler.actuators import (
     build_actuator,
 )
 from autoscaler.actuators.calls import CallFailed
-from autoscaler.actuators.knative import format_target, parse_knative_version, scale_annotations
+from autoscaler.actuators.knative import (
+    format_target,
+    parse_knative_version,
+    scale_annotations,
+    serving_revision,
+)
 from autoscaler.config.models import Actuation
 from autoscaler.core.errors import ConflictError
 from autoscaler.core.protocols import ActuationOutcome
@@ -466,6 +471,51 @@ async def test_a_new_revision_is_followed(
     assert annotations_of(rev_obj(kube, "iris-00002"))[MIN] == "3"
     assert rv(rev_obj(kube)) == old_rv
     assert act.revisions["ml/iris"] == "iris-00002"
+
+
+async def test_a_canary_in_progress_leaves_the_decision_on_the_stable_revision(
+    kube: FakeKube, api: ApiClient, clock: VirtualClock
+) -> None:
+    # A rollout shifted 10% to iris-00002, the latest ready revision: its min-scale is the
+    # rollout's pre-scale (docs/rollouts.md), and the target-wide decision goes to iris-00001,
+    # which serves 90%. At 50/50 and after promotion the decision follows the new revision.
+    await seed_knative(kube)
+    kube.seed(revision("iris-00002"))
+    act = knative(api, clock)
+
+    def split(canary: int) -> Any:
+        def edit(obj: dict[str, Any]) -> None:
+            obj["status"]["latestReadyRevisionName"] = "iris-00002"
+            obj["status"]["traffic"] = [
+                {"revisionName": "iris-00001", "percent": 100 - canary, "tag": "stable"},
+                {"revisionName": "iris-00002", "percent": canary, "tag": "canary"},
+            ]
+
+        return edit
+
+    kube.write(KN[0], "services", NS, "iris", split(10))
+    canary_rv = rv(rev_obj(kube, "iris-00002"))
+    out = await act.apply(iris(), decision(4), mode("floor"))
+    assert out.wrote, out
+    assert annotations_of(rev_obj(kube, "iris-00001"))[MIN] == "4"
+    assert rv(rev_obj(kube, "iris-00002")) == canary_rv
+    kube.write(KN[0], "services", NS, "iris", split(50))
+    out = await act.apply(iris(), decision(5), mode("floor"))
+    assert annotations_of(rev_obj(kube, "iris-00002"))[MIN] == "5"
+    assert "new revision iris-00002 (was iris-00001)" in out.detail
+
+
+def test_serving_revision_picks_the_most_traffic_and_prefers_latest_on_ties() -> None:
+    two = [{"revisionName": "a", "percent": 70}, {"revisionName": "b", "percent": 30}]
+    assert serving_revision(two, "b") == "a"
+    assert serving_revision([two[0], {"revisionName": "b", "percent": 70}], "b") == "b"
+    # Entries for one revision add up (a tagged entry and the main route, say).
+    tagged = [{"revisionName": "b", "percent": 40}, {"revisionName": "b", "percent": 20}]
+    assert serving_revision([*tagged, {"revisionName": "a", "percent": 40}], "a") == "b"
+    # No traffic block (or garbage in it): the latest ready revision, as before.
+    assert serving_revision(None, "b") == "b"
+    assert serving_revision([{"percent": 100}, "x"], "b") == "b"
+    assert serving_revision([], None) is None
 
 
 async def test_old_knative_writes_the_podautoscaler(
