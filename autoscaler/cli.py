@@ -244,6 +244,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "kubeconfig": args.kubeconfig,
         "namespaces": tuple(args.namespace) if args.namespace else None,
         "tick_seconds": args.tick_seconds,
+        "scrape_seconds": args.scrape_seconds,
+        "scrape_max_rate": args.scrape_max_rate,
         "listen": args.listen,
         "lease_name": args.lease_name,
         "lease_namespace": args.lease_namespace,
@@ -321,6 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--tick-seconds",
         type=float,
         help="seconds between ticks, default 5 (AUTOSCALER_TICK_SECONDS)",
+    )
+    p.add_argument(
+        "--scrape-seconds",
+        type=float,
+        help="seconds between scrapes of a target's pods, in the background and spread over the "
+        "interval; default: the tick (AUTOSCALER_SCRAPE_SECONDS)",
+    )
+    p.add_argument(
+        "--scrape-max-rate",
+        type=float,
+        help="at most this many target scrapes per second: the interval stretches to "
+        "targets / rate when longer, bounding scrape CPU; 0: no bound; default 200 "
+        "(AUTOSCALER_SCRAPE_MAX_RATE)",
     )
     p.add_argument(
         "--listen",

@@ -399,3 +399,17 @@ def test_the_module_entry_point_decides_as_json() -> None:
     records = [json.loads(line) for line in r.stdout.splitlines()]
     assert [rec["ts"] for rec in records] == [0.0, 15.0, 30.0, 45.0, 60.0]
     assert all(set(rec) == RECORD_KEYS for rec in records)
+
+
+def test_run_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autoscaler.service.app as app
+
+    seen: list[object] = []
+    monkeypatch.setattr(app, "main", lambda settings: seen.append(settings) or 0)
+    monkeypatch.setenv("AUTOSCALER_SCRAPE_SECONDS", "7")
+    monkeypatch.setenv("AUTOSCALER_SCRAPE_MAX_RATE", "50")
+    monkeypatch.setenv("AUTOSCALER_TICK_SECONDS", "3")
+    assert main(["run", "--config", "p.yaml", "--scrape-max-rate", "0", "--tick-seconds", "1"]) == 0
+    (settings,) = seen
+    assert (settings.tick_seconds, settings.scrape_max_rate) == (1.0, 0.0)  # type: ignore[attr-defined]
+    assert settings.scrape_seconds == 7.0  # type: ignore[attr-defined]
