@@ -788,3 +788,52 @@ def test_example_knative_service_validates_against_the_knative_crd() -> None:
     ksvc = load_example("knative-service.yaml")
     schema = crd_schema("serving.knative.dev", "v1", "Service")
     assert schema_problems(ksvc, schema) == []
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    joined = re.sub(
+        r"\\\n\s*",
+        " ",
+        "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")),
+    )
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_the_image_runs_the_console_script_as_the_manifests_user() -> None:
+    steps = dockerfile_instructions()
+    final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]
+    (user,) = [a for w, a in final if w == "USER"]
+    (entry,) = [json.loads(a) for w, a in final if w == "ENTRYPOINT"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert entry == ["autoscaler"] and "autoscaler" in scripts
+    pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    uid = pod["securityContext"]["runAsUser"]
+    assert user == f"{uid}:{uid}"
+    # The chart and the agent example call the same console script the image puts on PATH.
+    assert pod["containers"][0]["command"] == ["autoscaler"]
+    (agent,) = load_example("inferenceservice-with-agent.yaml")["spec"]["predictor"]["containers"]
+    assert agent["command"] == ["autoscaler"]
+    # The image installs the package by its pyproject name, without the test extras.
+    name = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
+    assert any(w == "RUN" and f"--find-links /wheels {name}" in a for w, a in steps)
+
+
+def test_dockerignore_keeps_everything_the_image_copies() -> None:
+    keep = [
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
+    copied = []
+    for word, args in dockerfile_instructions():
+        if word == "COPY" and not args.startswith("--from"):
+            copied += args.split()[:-1]
+    assert copied and all(src.rstrip("/") in keep for src in copied), (copied, keep)
+    assert all((ROOT / src).exists() for src in copied)
