@@ -246,6 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "tick_seconds": args.tick_seconds,
         "scrape_seconds": args.scrape_seconds,
         "scrape_max_rate": args.scrape_max_rate,
+        "selector_refresh_seconds": args.selector_refresh_seconds,
         "listen": args.listen,
         "lease_name": args.lease_name,
         "lease_namespace": args.lease_namespace,
@@ -336,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many target scrapes per second: the interval stretches to "
         "targets / rate when longer, bounding scrape CPU; 0: no bound; default 200 "
         "(AUTOSCALER_SCRAPE_MAX_RATE)",
+    )
+    p.add_argument(
+        "--selector-refresh-seconds",
+        type=float,
+        help="seconds between listings of the objects selector targets match, default 60 "
+        "(AUTOSCALER_SELECTOR_REFRESH_SECONDS)",
     )
     p.add_argument(
         "--listen",

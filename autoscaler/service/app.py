@@ -37,6 +37,7 @@ from autoscaler.service.logs import setup_logging
 from autoscaler.service.loop import ControlLoop
 from autoscaler.service.metrics import ServiceMetrics
 from autoscaler.service.reload import PolicyWatcher
+from autoscaler.service.selectors import SelectorResolver, expand
 from autoscaler.service.settings import Settings
 from autoscaler.sources.kube_status import KubeStatusSource
 from autoscaler.sources.pods import PodIndex
@@ -46,21 +47,19 @@ from autoscaler.sources.scrape import PodScrapeSource
 log = logging.getLogger("autoscaler.app")
 
 
-def managed_targets(doc: PolicyFile, settings: Settings) -> list[tuple[TargetRef, Target]]:
-    """The named targets of the policy within the namespaces this process manages.
+def managed_targets(
+    doc: PolicyFile, settings: Settings, selectors: SelectorResolver | None = None
+) -> list[tuple[TargetRef, Target]]:
+    """The concrete targets of the policy within the namespaces this process manages.
 
-    Selector targets are listed in the policy but need resolving against the cluster; until the
-    resolver lands they are reported and skipped (never guessed).
+    Named targets as they are; each selector target once per object its label selector matched
+    in the cluster, as ``selectors`` last resolved it (autoscaler/service/selectors.py: explicit
+    names win, a failed listing keeps the last good matches). Without a resolver, selector
+    targets are reported and skipped (never guessed).
     """
-    out = []
-    for t in doc.spec.targets:
-        if settings.namespaces and t.namespace not in settings.namespaces:
-            continue
-        if t.name is None:
-            log.warning("selector target in %s is not resolved yet; skipped", t.namespace)
-            continue
-        out.append((t.ref(), t))
-    return out
+    if selectors is None:
+        return expand(doc, settings.namespaces, None)
+    return selectors.pairs(doc, settings.namespaces)
 
 
 async def _kube_client(settings: Settings) -> kclient.ApiClient:
@@ -95,7 +94,12 @@ class Service:
             Path(settings.config), self.clock, self.metrics, self.reload, interval=2.0, debounce=2.0
         )
         self.policy = self.watcher.initial()
-        pairs = managed_targets(self.policy, settings)
+        # Selector targets: resolved by ``refresh_selectors`` (open_service runs it before the
+        # first tick), after each reload and every selector_refresh_seconds.
+        self.selectors = SelectorResolver(
+            api, self.clock, on_failure=self.metrics.record_selector_failure
+        )
+        pairs = managed_targets(self.policy, settings, self.selectors)
         self.engine = Engine(pairs)
         self.pods = PodIndex()
         self.status = KubeStatusSource(
@@ -178,7 +182,7 @@ class Service:
         """Leader only, every tick; not under --dry-run (the controller has no dry-run mode)."""
         if self.settings.dry_run:
             return None
-        targets = lambda: managed_targets(self.policy, self.settings)  # noqa: E731 (reloads)
+        targets = lambda: managed_targets(self.policy, self.settings, self.selectors)  # noqa: E731
         run = self.rollouts.run(stop, self.settings.tick_seconds, targets, self._is_leader)
         return asyncio.create_task(run, name="rollouts")
 
@@ -237,8 +241,23 @@ class Service:
         return {"watched": self.status.watched_replicas} if engine == "deployment" else {}
 
     def reload(self, doc: PolicyFile) -> None:
-        """A valid new policy: carried state for persisting targets, at the next tick."""
-        pairs = managed_targets(doc, self.settings)
+        """A valid new policy: carried state for persisting targets, at the next tick. Its
+        selectors are resolved again at once, in the background; until then an unchanged
+        selector keeps its matches and a new or changed one has none."""
+        self._apply(doc)
+        self.selectors.wake()
+
+    async def refresh_selectors(self) -> bool:
+        """List the selector targets' matches; a changed set re-applies the policy (the reload
+        path: persisting targets keep their state, new matches start fresh, vanished ones go).
+        True when it changed."""
+        changed = await self.selectors.resolve(self.policy, self.settings.namespaces)
+        if changed:
+            self._apply(self.policy)
+        return changed
+
+    def _apply(self, doc: PolicyFile) -> None:
+        pairs = managed_targets(doc, self.settings, self.selectors)
         self.policy = doc
         self.engine.set_targets(pairs)
         keep = {ref.key for ref, _ in pairs}
@@ -290,6 +309,12 @@ class Service:
         tasks = [
             asyncio.create_task(self.loop.run(stop, self.settings.tick_seconds), name="loop"),
             asyncio.create_task(self.watcher.run(stop), name="reload"),
+            asyncio.create_task(
+                self.selectors.run(
+                    stop, self.settings.selector_refresh_seconds, self.refresh_selectors
+                ),
+                name="selectors",
+            ),
         ]
         if self.leader is not None:
             tasks.append(asyncio.create_task(self.leader.run(), name="leader"))
@@ -297,12 +322,12 @@ class Service:
         yield
         # SIGTERM: finish the tick in flight, release the Lease, close everything.
         stop.set()
-        await asyncio.gather(*tasks[:2], return_exceptions=True)
+        await asyncio.gather(*tasks[:3], return_exceptions=True)
         if rollouts is not None:  # canary rollouts: the step in flight finishes
             await asyncio.gather(rollouts, return_exceptions=True)
         if self.leader is not None:
-            tasks[2].cancel()
-            await asyncio.gather(tasks[2], return_exceptions=True)
+            tasks[3].cancel()
+            await asyncio.gather(tasks[3], return_exceptions=True)
             await self.leader.release()
         if self.grpc is not None:
             await self.grpc.stop(1.0)
@@ -326,7 +351,9 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
         if lease_api is not None:
             stack.push_async_callback(lease_api.close)
         session = await stack.enter_async_context(aiohttp.ClientSession())
-        yield Service(settings, api, session, lease_api)
+        svc = Service(settings, api, session, lease_api)
+        await svc.refresh_selectors()  # selector targets are known before the first tick
+        yield svc
 
 
 async def run_once(settings: Settings) -> int:

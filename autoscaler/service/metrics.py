@@ -102,6 +102,17 @@ class ServiceMetrics:
             "Problems in the last rejected policy file (0 after a good load)",
             registry=registry,
         )
+        self.selector_list_failures = Counter(
+            "autoscaler_selector_list_failures_total",
+            "Listings of a selector target's matches that failed (the last good ones are kept)",
+            ["namespace", "kind", "error"],
+            registry=registry,
+        )
+
+    def record_selector_failure(self, selector: tuple[str, str, str], error: str) -> None:
+        """``selector`` is (kind, namespace, labels); ``error`` the call's error kind."""
+        kind, namespace, _ = selector
+        self.selector_list_failures.labels(namespace, kind, error).inc()
 
     def record_decision(self, d: Decision) -> None:
         t = d.target

@@ -45,6 +45,8 @@ class Settings:
     keda_grpc_listen: str = ":9090"  # KEDA's external-push scaler; "" turns it off
     source_deadline_seconds: float = 5.0
     actuation_deadline_seconds: float = 10.0
+    # Selector targets are listed again this often (and at start, and after a policy reload).
+    selector_refresh_seconds: float = 60.0
     log_level: str = "info"
     log_json: bool = True
 
@@ -93,6 +95,7 @@ class Settings:
             ("lease_seconds", "AUTOSCALER_LEASE_SECONDS"),
             ("scrape_seconds", "AUTOSCALER_SCRAPE_SECONDS"),
             ("scrape_max_rate", "AUTOSCALER_SCRAPE_MAX_RATE"),
+            ("selector_refresh_seconds", "AUTOSCALER_SELECTOR_REFRESH_SECONDS"),
         ):
             v = _env(var)
             if v is not None:

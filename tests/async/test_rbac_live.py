@@ -30,10 +30,12 @@ from autoscaler.actuators import (
 from autoscaler.actuators.keda import KedaActuation, KedaActuator
 from autoscaler.actuators.published import PublishedDecisions
 from autoscaler.actuators.tokens import TokenLimitsPublisher
+from autoscaler.config.loader import parse_policy
 from autoscaler.config.models import Actuation
 from autoscaler.config.rollout import Rollout
 from autoscaler.core.types import Decision, TargetRef
 from autoscaler.service.leader import LeaderElector
+from autoscaler.service.selectors import SelectorResolver
 from autoscaler.sources.kube_status import KubeStatusSource
 from autoscaler.testing.clock import VirtualClock
 from autoscaler.testing.fake_kube import FakeKube, shared_crd_dir
@@ -266,6 +268,22 @@ async def test_everything_runs_under_exactly_the_role(
     )
     pinned = await rollouts.step(iris, rollout)
     assert pinned.transitions == ["RolloutTrafficPinned"] and pinned.error == "", pinned
+
+    # Selector targets (autoscaler/service/selectors.py): a list of each kind by label.
+    selector_policy = parse_policy(
+        "apiVersion: autoscaler.kserve.io/v1alpha1\n"
+        "kind: AutoscalingPolicy\n"
+        "metadata: {name: selectors}\n"
+        "spec:\n  targets:\n"
+        + "".join(
+            f"    - {{kind: {kind}, namespace: {NS}, selector: {{matchLabels: {{a: b}}}},"
+            " policy: {name: static, params: {replicas: 1}}}\n"
+            for kind in ("InferenceService", "Service", "Deployment")
+        )
+    )
+    resolver = SelectorResolver(api, clock, caller=caller)
+    await resolver.resolve(selector_policy, ())
+    assert resolver.failures == 0 and resolver.lists == 3
 
     # Leader election: create, renew (get + update), release.
     elector = LeaderElector(api, LEASE_NS, "kserve-autoscaler", "pod-a", clock)
