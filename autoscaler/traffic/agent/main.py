@@ -60,7 +60,7 @@ async def serve(
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when it is installed (it is not a dependency) and not turned off with
+    """uvloop's loop (a dependency except on Windows) unless turned off with
     ``AUTOSCALER_AGENT_UVLOOP=0``: the proxy's cost is almost all event loop and HTTP parsing."""
     if os.environ.get("AUTOSCALER_AGENT_UVLOOP", "1") == "0":
         return None
