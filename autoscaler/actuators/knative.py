@@ -47,6 +47,7 @@ from typing import Any
 from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
 
 from autoscaler.actuators.base import (
+    VERIFY_EVERY_SECONDS,
     Change,
     Mode,
     Obj,
@@ -220,6 +221,7 @@ class KnativeActuator(WritingActuator):
     def __init__(
         self, api: ApiClient, clock: Clock, *, knative_version: str = "auto", **kwargs: Any
     ) -> None:
+        kwargs.setdefault("verify_every", VERIFY_EVERY_SECONDS)
         super().__init__(api, clock, **kwargs)
         self.version = parse_knative_version(knative_version)
         self._co = CustomObjectsApi(api)

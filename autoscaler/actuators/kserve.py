@@ -37,6 +37,7 @@ from typing import Any
 from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
 
 from autoscaler.actuators.base import (
+    VERIFY_EVERY_SECONDS,
     Change,
     Mode,
     Obj,
@@ -109,6 +110,7 @@ class KServeActuator(WritingActuator):
     api_calls = API_CALLS
 
     def __init__(self, api: ApiClient, clock: Clock, **kwargs: Any) -> None:
+        kwargs.setdefault("verify_every", VERIFY_EVERY_SECONDS)
         super().__init__(api, clock, **kwargs)
         self._co = CustomObjectsApi(api)
 

@@ -26,6 +26,7 @@ from autoscaler.actuators import (
     WritingActuator,
     build_actuator,
 )
+from autoscaler.actuators.base import VERIFY_EVERY_SECONDS
 from autoscaler.actuators.calls import CallFailed
 from autoscaler.actuators.knative import (
     format_target,
@@ -516,6 +517,40 @@ def test_serving_revision_picks_the_most_traffic_and_prefers_latest_on_ties() ->
     assert serving_revision(None, "b") == "b"
     assert serving_revision([{"percent": 100}, "x"], "b") == "b"
     assert serving_revision([], None) is None
+
+
+async def test_a_decision_found_in_place_is_trusted_for_verify_every(
+    kube: FakeKube, api: ApiClient, clock: VirtualClock
+) -> None:
+    # The control loop asks ``settled`` first: within verify_every of finding the same decision
+    # in place, no read; a new decision, an expired verification, a failure or a forgotten
+    # target go back to the API.
+    await seed_knative(kube)
+    act = knative(api, clock, verify_every=120.0)
+    target, floor = iris(), mode("floor")
+    assert act.settled(target, decision(3), floor) is None  # nothing known yet
+    assert (await act.apply(target, decision(3), floor)).wrote
+    reads = len(kube.requests)
+    clock.advance(119.0)
+    done = act.settled(target, decision(3), floor)
+    assert done is not None and done.applied and not done.wrote
+    assert done.detail == "holds the decided values (verified 119s ago)"
+    assert len(kube.requests) == reads
+    assert act.settled(target, decision(4), floor) is None  # a different decision
+    assert act.settled(target, decision(3), mode("pin")) is None  # a different mode
+    clock.advance(1.0)
+    assert act.settled(target, decision(3), floor) is None  # verification expired
+    # Re-verified by a read that finds the values in place (no write): trusted again.
+    out = await act.apply(target, decision(3), floor)
+    assert out.applied and not out.wrote
+    assert act.settled(target, decision(3), floor) is not None
+    # Someone deleted the revision: the failure drops the trust at once.
+    kube.write(KN[0], "services", NS, "iris", lambda o: o["status"].pop("latestReadyRevisionName"))
+    assert not (await act.apply(target, decision(3), floor)).applied
+    assert act.settled(target, decision(3), floor) is None
+    act.forget(target)
+    # The default for the Knative and KServe actuators; the base class reads every time.
+    assert knative(api, clock).verify_every == VERIFY_EVERY_SECONDS == 120.0
 
 
 async def test_old_knative_writes_the_podautoscaler(
