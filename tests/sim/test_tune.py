@@ -513,6 +513,11 @@ def test_static_line_is_separate_and_says_when_static_is_hard_to_beat() -> None:
     line = static_line(rows, 0.99, load)
     assert line["cheaper"] is True and line["saving"] == pytest.approx(0.5)
     assert "50.0% fewer GPU-hours" in line["text"] and "hard to beat" not in line["text"]
+    # A bursty test half is no excuse: the line says the shortfall is ours.
+    rows[2] = _row("ours", "ours", 0.999, 5.0)
+    line = static_line(rows, 0.99, {**load, "per_minute_cv": 1.99})
+    assert "hard to beat" not in line["text"]
+    assert "The load is bursty" in line["text"] and "so this is ours" in line["text"]
 
 
 def test_load_shape_measures_the_window() -> None:
