@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
 
 from autoscaler.core.snapshot import Snapshot
+from autoscaler.policy.api import Params, Policy
+from autoscaler.policy.registry import get_policy_class
 
 Aggregation = Literal["mean", "max", "last"]
 
@@ -21,3 +25,31 @@ def aggregate(snap: Snapshot, signal: str, span: float, how: Aggregation) -> flo
 def to_milli(value: float) -> int:
     """Quantity -> integer milli-units, as the HPA carries metric values."""
     return round(value * 1000.0)
+
+
+class NestedPolicy(Params):
+    """A policy inside another (a ``max`` member, the inner policy of ``predictive`` and
+    ``keepalive``): a registered name and its params. Subclasses name the containing policy,
+    which may not contain itself, and the message saying so."""
+
+    outer: ClassVar[str] = ""
+    self_reference: ClassVar[str] = ""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v == cls.outer:
+            raise ValueError(cls.self_reference)
+        try:
+            get_policy_class(v)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from e
+        return v
+
+    def build(self) -> Policy[Any, Any]:
+        """The nested policy, its params validated by its own model."""
+        cls = get_policy_class(self.name)
+        return cls(cls.params_model.model_validate(self.params))

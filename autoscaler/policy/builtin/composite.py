@@ -10,28 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import Proposal
 from autoscaler.policy.api import Params, Policy
-from autoscaler.policy.registry import get_policy_class
+from autoscaler.policy.builtin.common import NestedPolicy
 
 
-class Member(Params):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v == "max":
-            raise ValueError("a max policy cannot contain another max")
-        try:
-            get_policy_class(v)
-        except KeyError as e:
-            raise ValueError(str(e.args[0])) from e
-        return v
+class Member(NestedPolicy):
+    outer: ClassVar[str] = "max"
+    self_reference: ClassVar[str] = "a max policy cannot contain another max"
 
 
 class MaxParams(Params):
@@ -52,8 +41,7 @@ class MaxPolicy(Policy[MaxParams, MaxState]):
         super().__init__(params)
         self.members: list[Policy[Any, Any]] = []
         for m in params.policies:
-            cls = get_policy_class(m.name)
-            self.members.append(cls(cls.params_model.model_validate(m.params)))
+            self.members.append(m.build())
         self._required = [m.required_signals() for m in self.members]
 
     def required_signals(self) -> tuple[str, ...]:

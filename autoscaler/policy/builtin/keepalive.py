@@ -40,27 +40,23 @@ from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import Proposal
 from autoscaler.policy.api import Params, Policy
+from autoscaler.policy.builtin.common import NestedPolicy
 from autoscaler.policy.registry import get_policy_class
 
 Mode = Literal["fixed", "histogram", "forecast"]
 
 
-class InnerPolicy(Params):
-    """The reactive policy that sizes the target while traffic flows."""
+class InnerPolicy(NestedPolicy):
+    """The reactive policy that sizes the target while traffic flows; its params are checked
+    when the policy file is read, so a typo there names the inner field."""
 
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    outer: ClassVar[str] = "keepalive"
+    self_reference: ClassVar[str] = "a keepalive policy cannot contain another keepalive"
 
     @model_validator(mode="after")
-    def _valid(self) -> InnerPolicy:
-        if self.name == "keepalive":
-            raise ValueError("a keepalive policy cannot contain another keepalive")
+    def _valid_params(self) -> InnerPolicy:
         try:
-            cls = get_policy_class(self.name)
-        except KeyError as e:
-            raise ValueError(str(e.args[0])) from e
-        try:
-            cls.params_model.model_validate(self.params)
+            get_policy_class(self.name).params_model.model_validate(self.params)
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "params"
@@ -244,8 +240,7 @@ class KeepalivePolicy(Policy[KeepaliveParams, KeepaliveState]):
 
     def __init__(self, params: KeepaliveParams) -> None:
         super().__init__(params)
-        cls = get_policy_class(params.inner.name)
-        self.inner: Policy[Any, Any] = cls(cls.params_model.model_validate(params.inner.params))
+        self.inner: Policy[Any, Any] = params.inner.build()
 
     def required_signals(self) -> tuple[str, ...]:
         own = (self.params.activity_signal, self.params.arrivals_counter)

@@ -36,26 +36,15 @@ from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import EMPTY, Proposal
 from autoscaler.policy.api import Params, Policy
+from autoscaler.policy.builtin.common import NestedPolicy
 from autoscaler.policy.forecast import HoltWinters, LastValue, Scored, SeasonalNaive
-from autoscaler.policy.registry import get_policy_class
 
 PredictorName = Literal["seasonal-naive", "holt-winters"]
 
 
-class InnerPolicy(Params):
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v == "predictive":
-            raise ValueError("a predictive policy cannot wrap another predictive policy")
-        try:
-            get_policy_class(v)
-        except KeyError as e:
-            raise ValueError(str(e.args[0])) from e
-        return v
+class InnerPolicy(NestedPolicy):
+    outer: ClassVar[str] = "predictive"
+    self_reference: ClassVar[str] = "a predictive policy cannot wrap another predictive policy"
 
 
 class HoltWintersParams(Params):
@@ -187,8 +176,7 @@ class PredictivePolicy(Policy[PredictiveParams, PredictiveState]):
 
     def __init__(self, params: PredictiveParams) -> None:
         super().__init__(params)
-        cls = get_policy_class(params.inner.name)
-        self.inner: Policy[Any, Any] = cls(cls.params_model.model_validate(params.inner.params))
+        self.inner: Policy[Any, Any] = params.inner.build()
         self._horizon = _horizon_buckets(params)
         # Buckets the floor may have to cover: the one in progress up to the one holding
         # now + horizon, for any now inside the bucket in progress.
