@@ -36,11 +36,10 @@ from autoscaler.sim.report import write_report
 from autoscaler.sim.runner import simulate
 from autoscaler.sim.traces import load_trace
 from autoscaler.sim.tune import (
-    _compose,
-    _scalar_node,
     default_space_file,
     load_space,
     parse_path,
+    scalar_at,
     split_windows,
     substitute,
     tune,
@@ -139,8 +138,8 @@ def with_scenario_slo(file: Path, slo: float, out: Path) -> Path:
     to ``out/<file name>``; others, and one that already states it, are used as they are.
     Configuration, not tuning: the value is the scenario's declared SLO, not a searched one."""
     text = file.read_text()
-    node, _ = _scalar_node(_compose(text), parse_path(SLO_PARAM))
-    if node is None or float(yaml.safe_load(node.value)) == slo:
+    stated = scalar_at(text, parse_path(SLO_PARAM))
+    if stated is None or float(stated) == slo:
         return file
     out.mkdir(parents=True, exist_ok=True)
     written = out / file.name

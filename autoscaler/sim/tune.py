@@ -257,6 +257,12 @@ def _compose(text: str) -> yaml.Node:
     return root
 
 
+def scalar_at(text: str, path: Keys) -> Any:
+    """The value of the scalar at ``path`` in a policy's YAML, or None when it has none."""
+    node, _ = _scalar_node(_compose(text), path)
+    return None if node is None else yaml.safe_load(node.value)
+
+
 def substitute(text: str, paths: Sequence[Keys], values: Sequence[Scalar]) -> str:
     """Replace the scalar at each path with a value, in place; everything else stays as written."""
     root = _compose(text)
