@@ -22,6 +22,7 @@ from autoscaler.policy.builtin.keepalive import (
     KeepaliveState,
     Windows,
     bin_cv,
+    cost_windows,
     histogram_percentile_bin,
     record_idle,
     windows,
@@ -113,6 +114,67 @@ def test_mostly_out_of_range_idle_times_use_the_forecast() -> None:
     assert st.oob == 6 and st.oob_recent == (10800.0, 20000.0, 1000.0)
     w = windows(st, p)
     assert w == Windows("forecast", pytest.approx(9720.0), pytest.approx(11880.0))
+
+
+# -- the cost rule -------------------------------------------------------------------------------
+
+
+def cost(price: float, **over: Any) -> KeepaliveParams:
+    return params(rule="cost", coldStartCostSeconds=price, **over)
+
+
+def test_the_default_rule_is_the_papers_percentile_windows() -> None:
+    assert params().rule == "percentile"
+    assert windows(learned(params(), PATTERN), params()).mode == "histogram"
+
+
+def test_cost_rule_keeps_alive_only_while_the_return_is_worth_the_idle_time() -> None:
+    # 10 idle times of 30 s (bin 0, counted at 30 s) and 10 beyond the range. Keep-alive 0:
+    # 20 scale-ups from zero. Keep-alive 60 s: 10 scale-ups and 10 x 30 + 10 x 60 = 900 idle
+    # seconds. Longer keep-alives only add idle time. So 60 s iff 10 x price > 900.
+    idles = [30.0] * 10 + [5000.0] * 10
+    assert windows(learned(cost(100), idles), cost(100)) == Windows("cost", 0.0, 60.0)
+    assert windows(learned(cost(80), idles), cost(80)) == Windows("cost", 0.0, 0.0)
+
+
+def test_raising_the_cold_start_price_moves_along_the_frontier() -> None:
+    # 10 x 30 s, 10 x 270 s (bin 4), 5 beyond the range. Costs (scale-ups x price + idle s):
+    # K=0: 25p; K=60: 15p + 1200; K=300: 5p + 300 + 2700 + 5 x 300 = 5p + 4500.
+    # K=60 beats K=0 above p=120; K=300 beats K=60 above p=330. No price buys a longer one:
+    # the idle times beyond the range outlast any keep-alive, which would only add idle time.
+    idles = [30.0] * 10 + [270.0] * 10 + [5000.0] * 5
+    keep = {
+        price: windows(learned(cost(price), idles), cost(price)).keep_until
+        for price in (100, 200, 400, 10_000)
+    }
+    assert keep == {100: 0.0, 200: 60.0, 400: 300.0, 10_000: 300.0}
+
+
+def test_cost_rule_prewarms_when_the_head_makes_it_cheaper() -> None:
+    # A timer: every idle time is 270 s. Held from 0 to 300 s: 20 x 270 = 5400 idle s. At zero,
+    # back at the head bin's edge 240 s (started 60 s before): 20 x (30 + 60) = 1800 s.
+    p = cost(1000)
+    st = learned(p, [270.0] * 20)
+    assert cost_windows(st.bins, st.oob, 60.0, p) == Windows("cost", 240.0, 300.0)
+    assert windows(st, p) == Windows("cost", 240.0, 300.0)
+    # So cheap a cold start (20 x 50 = 1000 < 1800) that going to zero for good wins.
+    assert windows(learned(cost(50), [270.0] * 20), cost(50)) == Windows("cost", 0.0, 0.0)
+    pol = KeepalivePolicy(p)
+    run = Replay(pol, replace(st, inner=pol.inner.initial_state(snap(0, 1, {}))))
+    run.tick(0.0, 1, 5)
+    out = {t: run.tick(float(t), 0, 5) for t in range(10, 400, 10)}
+    # Spell from t=10: zero at once, back from idle 180 s (t=190), zero again at idle 300 s.
+    assert out[10] == 0 and out[180] == 0
+    assert all(out[t] == 1 for t in range(190, 310, 10))
+    assert out[310] == 0
+
+
+def test_cost_rule_needs_samples_but_not_a_peaked_histogram() -> None:
+    p = cost(1000, fallbackKeepAliveSeconds=900)
+    assert windows(learned(p, PATTERN[:9]), p) == Windows("fixed", 0.0, 900.0)
+    flat = learned(p, [60.0 * i + 1 for i in range(10)] * 2)  # CV 0: percentile says fixed
+    assert bin_cv(flat.bins) == 0.0
+    assert windows(flat, p).mode == "cost"
 
 
 # -- deciding ------------------------------------------------------------------------------------
@@ -226,8 +288,9 @@ def test_traffic_defers_to_the_inner_policy_floored_at_one() -> None:
     assert run.tick(200.0, 0, 71) == 1
 
 
-def test_never_proposes_on_missing_or_stale_activity() -> None:
-    p = params(fallbackKeepAliveSeconds=60)
+@pytest.mark.parametrize("rule", ["percentile", "cost"])
+def test_never_proposes_on_missing_or_stale_activity(rule: str) -> None:
+    p = params(fallbackKeepAliveSeconds=60, rule=rule)
     pol = KeepalivePolicy(p)
     s0 = snap(0.0, 1, {signals.CONCURRENCY: [(0.0, 0)], signals.REQUESTS_TOTAL: [(0.0, 5)]})
     prop, st = pol.decide(s0, pol.initial_state(s0))
@@ -341,6 +404,8 @@ def test_registered_and_required_signals() -> None:
     [
         ({"headPercentile": 50, "tailPercentile": 40}, "tailPercentile (40) must be > head"),
         ({"inner": {"name": "nope"}}, "unknown policy 'nope'"),
+        ({"rule": "median"}, "rule\n  Input should be 'percentile' or 'cost'"),
+        ({"coldStartCostSeconds": 0}, "coldStartCostSeconds\n  Input should be greater than 0"),
         ({"inner": {"name": "keepalive"}}, "cannot contain another keepalive"),
         (
             {"inner": {"name": "kpa", "params": {"targetUtilizationPercentage": 0}}},

@@ -13,6 +13,11 @@ the last in-flight request to the next arrival) in ``binSeconds`` bins up to ``r
   zero would be shorter than ``minUnloadSeconds`` it is not unloaded at all.
 - **Fixed mode** (too few samples, or a flat histogram): a fixed keep-alive of
   ``fallbackKeepAliveSeconds``, the conservative default the paper falls back to.
+- **Cost mode** (``rule: cost``, instead of histogram mode): the windows that minimise, over the
+  learned idle times, ``coldStartCostSeconds`` x (scale-ups from zero) + idle replica-seconds.
+  The keep-alive end is any bin edge; the pre-warm is either none (loaded from the start) or the
+  head percentile's bin edge, whichever is cheaper. One weight, the price of a cold start in idle
+  GPU-seconds, instead of two percentiles; sweeping it traces the cold-start / idle frontier.
 - **Forecast mode** (more than ``oobFraction`` of the idle times were longer than the range): the
   paper forecasts the next idle time with ARIMA; we use the median of the last ``oobHistory``
   out-of-range idle times (a constant forecaster, documented in docs/keepalive.md), with the same
@@ -43,7 +48,7 @@ from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.common import NestedPolicy
 from autoscaler.policy.registry import get_policy_class
 
-Mode = Literal["fixed", "histogram", "forecast"]
+Mode = Literal["fixed", "histogram", "cost", "forecast"]
 
 
 class InnerPolicy(NestedPolicy):
@@ -91,6 +96,15 @@ class KeepaliveParams(Params):
     oob_history: int = Field(8, ge=1, le=64)
     max_samples: int = Field(
         2000, ge=2, description="halve every count past this many, so old idle times fade"
+    )
+    rule: Literal["percentile", "cost"] = Field(
+        "percentile",
+        description="percentile: the paper's head/tail windows; cost: windows of least cost",
+    )
+    cold_start_cost_seconds: float = Field(
+        1200.0,
+        gt=0,
+        description="rule cost: idle replica-seconds worth paying to avoid one scale-up from zero",
     )
 
     @field_validator("range_seconds")
@@ -184,6 +198,10 @@ def windows(state: KeepaliveState, p: KeepaliveParams) -> Windows:
         return Windows(
             "forecast", predicted * (1.0 - p.head_margin), predicted * (1.0 + p.tail_margin)
         )
+    if p.rule == "cost":
+        if in_range < p.min_samples:
+            return fixed
+        return cost_windows(state.bins, state.oob, state.bin_seconds, p)
     if in_range < p.min_samples or bin_cv(state.bins) < p.cv_threshold:
         return fixed
     head = histogram_percentile_bin(state.bins, p.head_percentile)
@@ -193,6 +211,41 @@ def windows(state: KeepaliveState, p: KeepaliveParams) -> Windows:
     return Windows(
         "histogram", head * w * (1.0 - p.head_margin), (tail + 1) * w * (1.0 + p.tail_margin)
     )
+
+
+def cost_windows(bins: tuple[int, ...], oob: int, width: float, p: KeepaliveParams) -> Windows:
+    """The window [prewarm_at, keep_until] of least expected cost over the learned idle times:
+    ``coldStartCostSeconds`` per scale-up from zero (an idle spell that ends while the target is
+    at zero) plus the replica-seconds kept up without a request. Idle times count at their bin's
+    midpoint; out-of-range ones outlast every window. ``keep_until`` is a bin edge (0: go to zero
+    at once); ``prewarm_at`` is 0 or the head percentile's bin edge, whose pre-warm costs
+    ``prewarmLeadSeconds`` of a starting replica for every spell that lasts that long. Ties go to
+    no pre-warm, then to the shorter keep-alive. A sum over bins: O(number of bins)."""
+    n = len(bins)
+    cnt = [0] * (n + 1)  # idle times in bins [0, j)
+    mass = [0.0] * (n + 1)  # their sum, at bin midpoints
+    for i, c in enumerate(bins):
+        cnt[i + 1] = cnt[i] + c
+        mass[i + 1] = mass[i] + c * (i + 0.5) * width
+    total = cnt[n] + oob
+    price = p.cold_start_cost_seconds
+    starts = [0]
+    head = histogram_percentile_bin(bins, p.head_percentile)
+    if head is not None and head > 0:
+        starts.append(head)
+    best = (math.inf, 0.0, 0.0)
+    for j0 in starts:
+        at = j0 * width
+        early = cnt[j0]  # spells that end before the replica is back: cold
+        reach = total - early
+        prewarm = p.prewarm_lead_seconds * reach if j0 else 0.0
+        for j in range(j0 + 1 if j0 else 0, n + 1):
+            late = total - cnt[j]  # spells that outlast the keep-alive: cold
+            kept = (mass[j] - mass[j0]) - (cnt[j] - early) * at + late * (j * width - at)
+            cost = price * (early + late) + kept + prewarm
+            if cost < best[0] - 1e-9:
+                best = (cost, at, j * width)
+    return Windows("cost", best[1], best[2])
 
 
 def record_idle(state: KeepaliveState, idle: float, p: KeepaliveParams) -> KeepaliveState:
