@@ -1,29 +1,36 @@
-"""Agent overhead: latency the proxy adds, at fixed request rates, and streaming time to first byte.
+"""Agent overhead: the latency the proxy adds, at fixed request rates, and streaming first byte.
 
     .venv/bin/python benchmarks/bench_agent.py [--rates 1000,5000] [--seconds 5]
-                                               [--sequential 2000] [--streams 300]
-                                               [--agent-core 0] [--no-uvloop]
+                                               [--connections 32] [--sequential 2000]
+                                               [--streams 300] [--agent-core 0] [--repeat 1]
 
-Three processes: a fast model server (this file, ``--serve-upstream``: a fixed OpenAI JSON
-answer with usage, and an SSE stream whose first event leaves at once), the agent started
-through the real CLI (``autoscaler agent``, token budget on but high enough never to refuse,
-so every request is parsed, charged and settled), and this process as the load generator.
+Three kinds of process, each cheap enough that only the agent is measured:
 
-1. Added latency: open-loop load (requests sent on a fixed schedule, not when the previous one
-   returns, so a slow proxy cannot slow the load down) of ``POST /v1/completions`` at each rate,
-   first straight to the model server, then through the agent. Reported: p50/p90/p99 of each,
-   and the difference, which is the agent's added latency; plus the agent's CPU seconds per
-   1,000 requests (from /proc) and the rate actually achieved.
-2. Sequential: ``--sequential`` requests one at a time, straight and through the agent: the
-   added latency with no queueing, which a loaded machine cannot spoil by overload.
-3. Streaming: ``--streams`` sequential streaming chat requests, each timed to its first body
-   byte, straight and through the agent; the difference of the medians and p99s is the agent's
-   time-to-first-byte overhead.
+- a **fast model server** (``--serve-upstream``): a raw asyncio protocol (uvloop, httptools)
+  answering ``POST /v1/completions`` with a canned OpenAI JSON answer that carries ``usage``,
+  and ``POST /v1/chat/completions`` with an SSE stream whose first event leaves at once and the
+  rest 2 ms later, chunked, as a model server would;
+- **the agent**, started through the real CLI (``autoscaler agent``), token budget on but high
+  enough never to refuse, so every request is parsed, charged and settled;
+- a **load generator** (``--generate``), one process per measurement: raw sockets, pre-built
+  request bytes, ``--connections`` keep-alive connections, **open loop** (request *i* is due at
+  ``start + i / rate`` whatever happened to the ones before; its latency runs from that due time
+  to the last byte of its answer, so a stall is charged to every request it delays, no
+  coordinated omission). A request due when every connection is busy waits for the first free
+  one, and that wait is in its latency.
 
-``--agent-core N`` pins the agent to one core (``sched_setaffinity``) and the other two
-processes to the remaining cores when there are any: the target is "p99 under 1 ms added at
-1,000 requests/s on one core". On a shared machine the figures move with the neighbours' load;
-run it a few times and compare like with like.
+``added`` at each percentile = via the agent minus straight to the model server, both measured
+by the same generator at the same rate, one after the other. The agent is pinned to one core
+(``--agent-core``, ``sched_setaffinity``); the model server and the generator share the others.
+The agent's CPU per request comes from its utime + stime (``/proc/PID/stat``) over the run.
+
+``--python-path N`` instead measures only the agent's own Python code per request, in process,
+with fake transports: the part this repository can change, steadier than the rest on a busy
+machine.
+
+Also: ``--sequential`` requests one at a time on one connection (added latency with no
+queueing) and ``--streams`` sequential streams timed to their first event (time to first byte).
+At a rate the agent cannot sustain the generator says so: achieved rate below the asked one.
 """
 
 from __future__ import annotations
@@ -33,14 +40,14 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
+from typing import Any, cast
 
-import aiohttp
-from aiohttp import web
+import httptools
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps(
@@ -65,41 +72,340 @@ STREAM_BODY = json.dumps(
 ).encode()
 
 
-# -- the model server (its own process) ----------------------------------------------------------
+def request_bytes(path: bytes, body: bytes) -> bytes:
+    return (
+        b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
+    )
 
 
-async def _completions(request: web.Request) -> web.Response:
-    await request.read()
-    return web.Response(body=ANSWER, content_type="application/json")
+COMPLETION = request_bytes(b"/v1/completions", BODY)
+STREAM = request_bytes(b"/v1/chat/completions", STREAM_BODY)
 
 
-async def _chat(request: web.Request) -> web.StreamResponse:
-    await request.read()
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await resp.prepare(request)
-    for i in range(8):
-        event = {"choices": [{"index": 0, "delta": {"content": f"t{i}"}}]}
-        await resp.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-        if i == 0:
-            await asyncio.sleep(0.002)  # the rest of the tokens come later, as from a model
-    await resp.write(b"data: [DONE]\n\n")
-    await resp.write_eof()
-    return resp
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
-async def _ready(request: web.Request) -> web.Response:
-    return web.json_response({"ready": True})
+# -- the fast model server (its own process) -----------------------------------------------------
+
+JSON_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(ANSWER), ANSWER)
+)
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+SSE_FIRST = _chunk(b'data: {"choices": [{"index": 0, "delta": {"content": "t0"}}]}\n\n')
+SSE_REST = (
+    b"".join(
+        _chunk(b'data: {"choices": [{"index": 0, "delta": {"content": "t%d"}}]}\n\n' % i)
+        for i in range(1, 8)
+    )
+    + _chunk(b"data: [DONE]\n\n")
+    + b"0\r\n\r\n"
+)
+
+
+class FastUpstream(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            assert self.transport is not None
+            self.transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
+    def on_message_complete(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        if self.url.endswith(b"/chat/completions"):
+            transport.write(SSE_HEAD + SSE_FIRST)
+            asyncio.get_running_loop().call_later(0.002, transport.write, SSE_REST)
+        else:
+            transport.write(JSON_ANSWER)
 
 
 def serve_upstream(port: int) -> None:
-    app = web.Application()
-    app.router.add_post("/v1/completions", _completions)
-    app.router.add_post("/v1/chat/completions", _chat)
-    app.router.add_get("/v1/models/chat", _ready)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=4096)
+    loop = new_loop()
+    server = loop.run_until_complete(
+        loop.create_server(FastUpstream, "127.0.0.1", port, backlog=4096)
+    )
+    try:
+        loop.run_forever()
+    finally:
+        server.close()
 
 
-# -- processes -----------------------------------------------------------------------------------
+# -- the load generator (its own process) --------------------------------------------------------
+
+
+class Client(asyncio.Protocol):
+    """One keep-alive connection; one request at a time (no pipelining)."""
+
+    def __init__(self, gen: Generator) -> None:
+        self.gen = gen
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.due = 0.0
+        self.first: float | None = None
+        self.status = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, data: bytes, due: float) -> None:
+        assert self.transport is not None
+        self.due = due
+        self.first = None
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def on_message_complete(self) -> None:
+        self.gen.finished(self, time.perf_counter())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gen.lost(self)
+
+
+class Generator:
+    def __init__(self, port: int, data: bytes) -> None:
+        self.port = port
+        self.data = data
+        self.idle: deque[Client] = deque()
+        self.backlog: deque[float] = deque()
+        self.latencies: list[float] = []
+        self.first_bytes: list[float] = []
+        self.errors = 0
+        self.done: asyncio.Future[None] | None = None
+        self.expected = 0
+        self.elapsed = 0.0
+
+    async def connect(self, n: int) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(n):
+            _, client = await loop.create_connection(lambda: Client(self), "127.0.0.1", self.port)
+            self.idle.append(client)
+
+    def submit(self, due: float) -> None:
+        if self.idle:
+            self.idle.popleft().send(self.data, due)
+        else:
+            self.backlog.append(due)
+
+    def finished(self, client: Client, now: float) -> None:
+        if client.status != 200:
+            self.errors += 1
+        else:
+            self.latencies.append(now - client.due)
+            if client.first is not None:
+                self.first_bytes.append(client.first - client.due)
+        if self.backlog:
+            client.send(self.data, self.backlog.popleft())
+        else:
+            self.idle.append(client)
+        if (
+            self.done is not None
+            and not self.done.done()
+            and len(self.latencies) + self.errors >= self.expected
+        ):
+            self.done.set_result(None)
+
+    def lost(self, client: Client) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError("a connection closed mid-run"))
+
+    async def open_loop(self, rate: float, seconds: float) -> float:
+        """Send rate x seconds requests on schedule; the achieved rate (answers per second)."""
+        loop = asyncio.get_running_loop()
+        total = int(rate * seconds)
+        self.expected = total
+        self.done = loop.create_future()
+        start = time.perf_counter()
+        sent = 0
+        while sent < total:
+            now = time.perf_counter()
+            due_count = min(total, int((now - start) * rate) + 1)
+            while sent < due_count:
+                self.submit(start + sent / rate)
+                sent += 1
+            # wake at the next due time (the loop's timer resolution is 1 ms; those late are
+            # charged from their due time, not from when they left)
+            await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+        await asyncio.wait_for(self.done, 60)
+        self.elapsed = time.perf_counter() - start
+        return total / self.elapsed
+
+    async def one_by_one(self, n: int) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(n):
+            self.expected = len(self.latencies) + self.errors + 1
+            self.done = loop.create_future()
+            self.submit(time.perf_counter())
+            await asyncio.wait_for(self.done, 10)
+
+
+def generate(args: argparse.Namespace) -> None:
+    data = STREAM if args.mode == "stream" else COMPLETION
+    gen = Generator(args.generate, data)
+
+    async def run() -> dict[str, Any]:
+        connections = args.connections if args.mode == "rate" else 1
+        await gen.connect(connections)
+        # warm up: the agent's pool, both processes' caches
+        await gen.one_by_one(100)
+        if args.mode == "rate":
+            await gen.open_loop(args.rate, 0.5)
+        gen.latencies.clear()
+        gen.first_bytes.clear()
+        gen.errors = 0
+        if args.mode == "rate":
+            cpu0 = cpu_seconds(args.watch_pid) if args.watch_pid else 0.0
+            achieved = await gen.open_loop(args.rate, args.seconds)
+            cpu_run = (cpu_seconds(args.watch_pid) - cpu0) if args.watch_pid else 0.0
+        else:
+            await gen.one_by_one(args.count)
+            achieved = cpu_run = 0.0
+        return {
+            "latencies": gen.latencies,
+            "first_bytes": gen.first_bytes,
+            "errors": gen.errors,
+            "achieved": achieved,
+            "elapsed": gen.elapsed,
+            "cpu_run": cpu_run,
+        }
+
+    loop = new_loop()
+    try:
+        result = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    json.dump(result, sys.stdout)
+
+
+# -- the Python path alone (in this process) ----------------------------------------------------
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def writelines(self, data: Any) -> None:
+        self.out.extend(data)
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class _LoopClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def python_path(n: int) -> None:
+    """CPU per request of the agent's own Python path: the real Agent, HttpConnection and
+    UpstreamConnection fed the benchmark's request and answer bytes through fake transports (no
+    sockets, no kernel). Best of 5 rounds, so a busy neighbour inflates it less."""
+    from prometheus_client import CollectorRegistry
+
+    from autoscaler.traffic.agent.http1 import HttpConnection, HttpServer
+    from autoscaler.traffic.agent.options import AgentConfig
+    from autoscaler.traffic.agent.proxy import Agent
+    from autoscaler.traffic.agent.upstream import UpstreamConnection
+
+    async def run() -> float:
+        config = AgentConfig(upstream="http://127.0.0.1:1", default_token_rate=1e12)
+        agent = Agent(config, _LoopClock(), CollectorRegistry())
+        await agent.start()
+        client = HttpConnection(HttpServer(agent.handle, max_body=1 << 20))
+        to_client = _FakeTransport()
+        client.connection_made(to_client)  # type: ignore[arg-type]
+        upstream = UpstreamConnection(agent.pool)
+        to_upstream = _FakeTransport()
+        upstream.connection_made(to_upstream)  # type: ignore[arg-type]
+        upstream.reusable = True
+        upstream.idle_since = agent.clock.now()
+        agent.pool._idle.append(upstream)
+        loop = asyncio.get_running_loop()
+
+        async def turn() -> None:
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, None)
+            await fut
+
+        best = float("inf")
+        for _ in range(5):
+            c0 = time.process_time()
+            for _ in range(n):
+                client.data_received(COMPLETION)
+                while not to_upstream.out:
+                    await turn()
+                to_upstream.out.clear()
+                upstream.data_received(JSON_ANSWER)
+                while client._task is not None:
+                    await turn()
+                assert to_client.out[-1].startswith(b"HTTP/1.1 200 OK"), to_client.out
+                to_client.out.clear()
+            best = min(best, time.process_time() - c0)
+        await agent.close()
+        return best / n
+
+    loop = new_loop()
+    try:
+        per_request = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    print(
+        f"agent Python path alone (no sockets; includes ~10 us of this harness's own loop "
+        f"turns): {per_request * 1e6:.0f} us CPU per request"
+    )
+
+
+# -- the harness ---------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -108,217 +414,179 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
+def wait_ready(port: int, proc: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"process for {url} exited with {proc.returncode}")
+            raise SystemExit(f"process for port {port} exited with {proc.returncode}")
         try:
-            host, _, port = url.removeprefix("http://").partition(":")
-            with socket.create_connection((host, int(port))):
-                pass
-            return
+            with socket.create_connection(("127.0.0.1", port)):
+                return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"{url} not ready after {seconds}s")
+    raise SystemExit(f"port {port} not ready after {seconds}s")
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def pin(pid: int, cores: set[int]) -> None:
-    if cores and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(pid, cores)
-
-
-# -- load ----------------------------------------------------------------------------------------
+def run_generator(port: int, cores: set[int], watch_pid: int = 0, **options: Any) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--generate", str(port)]
+    for key, value in options.items():
+        argv += [f"--{key}", str(value)]
+    argv += ["--watch-pid", str(watch_pid)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    if cores:
+        os.sched_setaffinity(proc.pid, cores)
+    out, _ = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"load generator failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float], float, int]:
-    """Latencies (s) of requests sent every 1/rate seconds; the achieved rate; errors."""
-    connector = aiohttp.TCPConnector(limit=2000, limit_per_host=0)
-    latencies: list[float] = []
-    errors = 0
-    kinds: dict[str, int] = {}
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def one() -> None:
-            nonlocal errors
-            t0 = time.perf_counter()
-            try:
-                async with session.post(url, data=BODY, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        errors += 1
-                        kinds[f"HTTP {resp.status}"] = kinds.get(f"HTTP {resp.status}", 0) + 1
-                        return
-            except aiohttp.ClientError as e:
-                errors += 1
-                kinds[type(e).__name__] = kinds.get(type(e).__name__, 0) + 1
-                return
-            latencies.append(time.perf_counter() - t0)
-
-        # warm the pool and both processes
-        await asyncio.gather(*(one() for _ in range(200)))
-        latencies.clear()
-        total = int(rate * seconds)
-        tasks: list[asyncio.Task[None]] = []
-        start = time.perf_counter()
-        sent = 0
-        while sent < total:
-            due = min(total, int((time.perf_counter() - start) * rate) + 1)
-            while sent < due:
-                tasks.append(asyncio.create_task(one()))
-                sent += 1
-            next_at = start + sent / rate
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                await asyncio.sleep(0)
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    if kinds:
-        print(f"  errors at {url}: {kinds}")
-    return latencies, total / elapsed, errors
+QS = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
 
 
-async def sequential(url: str, n: int) -> list[float]:
-    """Latencies of n requests one after another: the added latency with no queueing at all."""
-    out: list[float] = []
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession() as session:
-        for i in range(n + 50):
-            t0 = time.perf_counter()
-            async with session.post(url, data=BODY, headers=headers) as resp:
-                await resp.read()
-            if i >= 50:  # warm-up
-                out.append(time.perf_counter() - t0)
-    return out
+def row(name: str, values: list[float], extra: str = "") -> str:
+    cells = " ".join(f"{pct(values, q) * 1000:8.3f}" for _, q in QS)
+    return f"  {name:<7} {cells} {extra}"
 
 
-async def first_bytes(url: str, n: int) -> list[float]:
-    out: list[float] = []
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession() as session:
-        for i in range(n + 20):
-            t0 = time.perf_counter()
-            async with session.post(url, data=STREAM_BODY, headers=headers) as resp:
-                await resp.content.readany()
-                ttfb = time.perf_counter() - t0
-                await resp.read()
-            if i >= 20:  # warm-up
-                out.append(ttfb)
-    return out
+def added(direct: list[float], agent: list[float]) -> str:
+    cells = " ".join(f"{(pct(agent, q) - pct(direct, q)) * 1000:+8.3f}" for _, q in QS)
+    return f"  {'added':<7} {cells}"
 
 
-def ms(x: float) -> str:
-    return f"{x * 1000:7.3f}"
+def header() -> str:
+    return f"  {'path':<7} " + " ".join(f"{n:>8}" for n, _ in QS) + "  (ms)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--generate", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="rate", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--watch-pid", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--agent-path",
+        default="",
+        help="a directory prepended to the agent's PYTHONPATH: measure another checkout's "
+        "autoscaler package (e.g. the aiohttp agent, from git archive) against the same load",
+    )
     parser.add_argument("--rates", default="1000,5000")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--streams", type=int, default=300)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sequential", type=int, default=2000)
+    parser.add_argument("--streams", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each open-loop rate")
     parser.add_argument("--agent-core", type=int, default=0, help="-1: no pinning")
     parser.add_argument(
-        "--no-uvloop", action="store_true", help="the agent on asyncio's own loop, for comparison"
+        "--python-path",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only measure the agent's Python path in this process, N requests x 5 rounds",
     )
     args = parser.parse_args()
+    if args.python_path:
+        python_path(args.python_path)
+        return
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
         return
+    if args.generate:
+        generate(args)
+        return
 
     up_port, agent_port = free_port(), free_port()
-    upstream_url = f"http://127.0.0.1:{up_port}"
-    agent_url = f"http://127.0.0.1:{agent_port}"
+    env = dict(os.environ)
+    if args.agent_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.agent_path, env.get("PYTHONPATH")]))
     upstream = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)])
     agent = subprocess.Popen(
         [
             sys.executable, "-m", "autoscaler", "agent",
-            "--upstream", upstream_url,
+            "--upstream", f"http://127.0.0.1:{up_port}",
             "--listen", f"127.0.0.1:{agent_port}",
             "--metrics-listen", "off",
             "--default-token-rate", "1e12",
         ],
-        cwd=ROOT,
+        cwd=args.agent_path or ROOT,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "AUTOSCALER_AGENT_UVLOOP": "0" if args.no_uvloop else "1"},
+        env=env,
     )  # fmt: skip
     try:
         cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+        rest: set[int] = set()
         if args.agent_core >= 0 and args.agent_core in cores:
-            pin(agent.pid, {args.agent_core})
-            rest = cores - {args.agent_core}
-            pin(upstream.pid, rest)
-            pin(0, rest)
-        wait_ready(upstream_url, upstream)
-        wait_ready(agent_url, agent)
+            os.sched_setaffinity(agent.pid, {args.agent_core})
+            rest = (cores - {args.agent_core}) or cores
+            os.sched_setaffinity(upstream.pid, rest)
+            os.sched_setaffinity(0, rest)
+        wait_ready(up_port, upstream)
+        wait_ready(agent_port, agent)
         print(
-            f"cores: {sorted(cores)}; agent pinned to {args.agent_core}; "
-            f"agent loop: {'asyncio' if args.no_uvloop else 'uvloop if installed'}; "
-            f"load average {os.getloadavg()[0]:.1f}"
+            f"cores {sorted(cores)}: agent on {args.agent_core}, model server and load "
+            f"generator on {sorted(rest) or 'any'}; load average {os.getloadavg()[0]:.1f}; "
+            f"{args.connections} keep-alive connections, open loop"
         )
-        print("\nadded latency, POST /v1/completions (metered: parsed, charged, settled), ms")
-        print(
-            f"{'rate':>6} {'achieved':>9} {'path':<7} {'p50':>7} {'p90':>7} {'p99':>7} "
-            f"{'errors':>6} {'agent CPU s/1k req':>18}"
-        )
+        print("\nPOST /v1/completions (metered: parsed, charged, settled)")
         for rate in (float(r) for r in args.rates.split(",")):
-            direct, direct_rate, direct_err = asyncio.run(
-                open_loop(upstream_url + "/v1/completions", rate, args.seconds)
-            )
-            cpu0 = cpu_seconds(agent.pid)
-            proxied, proxied_rate, proxied_err = asyncio.run(
-                open_loop(agent_url + "/v1/completions", rate, args.seconds)
-            )
-            cpu = cpu_seconds(agent.pid) - cpu0
-            per_k = cpu / max(1, len(proxied)) * 1000
-            for name, lat, got, err, extra in (
-                ("direct", direct, direct_rate, direct_err, ""),
-                ("agent", proxied, proxied_rate, proxied_err, f"{per_k:18.3f}"),
-            ):
+            for run in range(args.repeat):
+                opts = {"rate": rate, "seconds": args.seconds, "connections": args.connections}
+                direct = run_generator(up_port, rest, **opts)
+                cpu0 = cpu_seconds(agent.pid)
+                proxied = run_generator(agent_port, rest, agent.pid, **opts)
+                cpu_run = proxied["cpu_run"]
+                cpu = cpu_seconds(agent.pid) - cpu0
+                # the warm-up requests (100 + rate / 2) ran through the agent too
+                served = len(proxied["latencies"]) + proxied["errors"] + 100 + int(rate * 0.5)
+                saturated = proxied["achieved"] < 0.97 * rate
                 print(
-                    f"{rate:6.0f} {got:9.0f} {name:<7} {ms(pct(lat, 0.5))} {ms(pct(lat, 0.9))} "
-                    f"{ms(pct(lat, 0.99))} {err:6d} {extra}"
+                    f"\n{rate:.0f} req/s asked (run {run + 1}): achieved "
+                    f"{direct['achieved']:.0f} direct, {proxied['achieved']:.0f} via the agent"
+                    f"{' (the agent saturated)' if saturated else ''}; errors "
+                    f"{direct['errors']}/{proxied['errors']}; agent CPU "
+                    f"{cpu / served * 1e6:.0f} us/request, busy "
+                    f"{cpu_run / proxied['elapsed']:.0%} of the measured run"
                 )
-            print(
-                f"{rate:6.0f} {'':9} {'added':<7} {ms(pct(proxied, 0.5) - pct(direct, 0.5))} "
-                f"{ms(pct(proxied, 0.9) - pct(direct, 0.9))} "
-                f"{ms(pct(proxied, 0.99) - pct(direct, 0.99))}"
-            )
-        direct_seq = asyncio.run(sequential(upstream_url + "/v1/completions", args.sequential))
-        agent_seq = asyncio.run(sequential(agent_url + "/v1/completions", args.sequential))
-        print(f"\n{args.sequential} sequential requests (no queueing), ms")
-        print(f"{'path':<7} {'p50':>7} {'p90':>7} {'p99':>7}")
-        for name, lat in (("direct", direct_seq), ("agent", agent_seq)):
-            print(f"{name:<7} {ms(pct(lat, 0.5))} {ms(pct(lat, 0.9))} {ms(pct(lat, 0.99))}")
+                print(header())
+                print(row("direct", direct["latencies"]))
+                print(row("agent", proxied["latencies"]))
+                print(added(direct["latencies"], proxied["latencies"]))
+
+        direct = run_generator(up_port, rest, mode="sequential", count=args.sequential)
+        cpu0 = cpu_seconds(agent.pid)
+        proxied = run_generator(agent_port, rest, mode="sequential", count=args.sequential)
+        cpu = cpu_seconds(agent.pid) - cpu0
         print(
-            f"{'added':<7} {ms(pct(agent_seq, 0.5) - pct(direct_seq, 0.5))} "
-            f"{ms(pct(agent_seq, 0.9) - pct(direct_seq, 0.9))} "
-            f"{ms(pct(agent_seq, 0.99) - pct(direct_seq, 0.99))}"
+            f"\n{args.sequential} sequential requests, one connection (no queueing); agent CPU "
+            f"{cpu / (args.sequential + 100) * 1e6:.0f} us/request"
         )
-        direct_ttfb = asyncio.run(first_bytes(upstream_url + "/v1/chat/completions", args.streams))
-        agent_ttfb = asyncio.run(first_bytes(agent_url + "/v1/chat/completions", args.streams))
-        print(f"\nstreaming time to first byte, {args.streams} sequential streams, ms")
-        print(f"{'path':<7} {'p50':>7} {'p99':>7}")
-        print(f"{'direct':<7} {ms(statistics.median(direct_ttfb))} {ms(pct(direct_ttfb, 0.99))}")
-        print(f"{'agent':<7} {ms(statistics.median(agent_ttfb))} {ms(pct(agent_ttfb, 0.99))}")
-        added50 = statistics.median(agent_ttfb) - statistics.median(direct_ttfb)
-        added99 = pct(agent_ttfb, 0.99) - pct(direct_ttfb, 0.99)
-        print(f"{'added':<7} {ms(added50)} {ms(added99)}")
+        print(header())
+        print(row("direct", direct["latencies"]))
+        print(row("agent", proxied["latencies"]))
+        print(added(direct["latencies"], proxied["latencies"]))
+
+        direct = run_generator(up_port, rest, mode="stream", count=args.streams)
+        proxied = run_generator(agent_port, rest, mode="stream", count=args.streams)
+        print(f"\nstreaming time to first event, {args.streams} sequential streams (metered)")
+        print(header())
+        print(row("direct", direct["first_bytes"]))
+        print(row("agent", proxied["first_bytes"]))
+        print(added(direct["first_bytes"], proxied["first_bytes"]))
     finally:
         for proc in (agent, upstream):
             proc.terminate()

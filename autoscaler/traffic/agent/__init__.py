@@ -6,6 +6,8 @@
 - ``options``: process settings and the command's arguments
 - ``metrics``: the agent's Prometheus metrics (injected registry)
 - ``watcher``: reads the published limits (HTTP and the mounted ConfigMap)
-- ``proxy``: the aiohttp proxy and admin apps
+- ``http1``: the proxy port's HTTP/1.1 server (asyncio protocol, httptools)
+- ``upstream``: pooled keep-alive connections to the model server (asyncio protocol, httptools)
+- ``proxy``: the ``Agent``: admission, metering and relaying on that path; the aiohttp admin app
 - ``main``: runs both on a real clock given by the CLI
 """

@@ -99,7 +99,7 @@ def parse_openai_request(
     """The request's model, streaming flag and estimate; None when the body is not a JSON
     object (the model server answers it with its own 400, and it costs no tokens)."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw.decode())  # UTF-8 (RFC 8259); skips json's encoding sniffing
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(body, dict):
@@ -139,7 +139,7 @@ def usage_of_json(raw: bytes) -> int | None:
     if b'"usage"' not in raw:
         return None
     try:
-        body = json.loads(raw)
+        body = json.loads(raw.decode())  # UTF-8 (RFC 8259); skips json's encoding sniffing
     except (ValueError, UnicodeDecodeError):
         return None
     return usage_tokens(body.get("usage")) if isinstance(body, dict) else None

@@ -1,4 +1,4 @@
-"""Runs the agent: the proxy and admin apps on their ports until SIGTERM or SIGINT.
+"""Runs the agent: the proxy and the admin app on their ports until SIGTERM or SIGINT.
 
 The CLI (the composition root) passes the real clock and, with ``--nvml``, the GPU collector
 already registered in ``registry`` plus the coroutine that refreshes it before each scrape:
@@ -29,20 +29,21 @@ log = logging.getLogger("autoscaler.traffic.agent")
 async def serve(
     agent: Agent, stop: asyncio.Event, ready: Callable[[list[str]], None] | None = None
 ) -> None:
-    """Serve both apps until ``stop`` is set; ``ready`` gets the bound addresses."""
+    """Serve the proxy and the admin app until ``stop`` is set; ``ready`` gets the bound
+    addresses (the proxy's first)."""
     config = agent.config
-    runners: list[web.AppRunner] = []
+    runner: web.AppRunner | None = None
     addresses: list[str] = []
     try:
-        apps = [(agent.proxy_app(), config.listen)]
+        await agent.start()
+        host, port = config.listen
+        bound = await agent.listen(host, port, backlog=1024)
+        addresses.extend(f"http://{a[0]}:{a[1]}" for a in bound)
         if config.metrics_listen is not None:
-            apps.append((agent.admin_app(), config.metrics_listen))
-        for app, (host, port) in apps:
-            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            runner = web.AppRunner(agent.admin_app(), handle_signals=False, access_log=None)
             await runner.setup()
-            runners.append(runner)
-            site = web.TCPSite(runner, host, port, backlog=1024)
-            await site.start()
+            host, port = config.metrics_listen
+            await web.TCPSite(runner, host, port).start()
             addresses.extend(f"http://{a[0]}:{a[1]}" for a in runner.addresses)
         log.info(
             "agent up: proxy %s -> %s, token limit %s tokens/s (%s)",
@@ -55,8 +56,9 @@ async def serve(
             ready(addresses)
         await stop.wait()
     finally:
-        for runner in reversed(runners):
+        if runner is not None:
             await runner.cleanup()
+        await agent.close()
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

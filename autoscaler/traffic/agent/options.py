@@ -72,8 +72,9 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"--upstream: expected http(s)://HOST:PORT, got {self.upstream!r}")
+        if parts.scheme != "http" or not parts.hostname:
+            # the model server is in the same pod, on loopback: TLS ends before the agent
+            raise ValueError(f"--upstream: expected http://HOST:PORT, got {self.upstream!r}")
         if self.target is not None and self.target.count("/") != 1:
             raise ValueError(f"--target: expected NAMESPACE/NAME, got {self.target!r}")
         if self.limits_url is not None and not self.limits_url.startswith(("http://", "https://")):
@@ -120,7 +121,11 @@ def add_agent_parser(
         "untouched, and serves its metrics on a separate port (docs/agent.md).",
     )
     env = os.environ.get
-    p.add_argument("--upstream", required=True, help="the model server, http://127.0.0.1:8080")
+    p.add_argument(
+        "--upstream",
+        required=True,
+        help="the model server in the pod, http://127.0.0.1:8080 (plain HTTP)",
+    )
     p.add_argument("--listen", default=":8081", help="proxy address, default :8081")
     p.add_argument(
         "--metrics-listen",

@@ -1,22 +1,25 @@
-"""The agent: an aiohttp reverse proxy that admits requests by token budget (docs/agent.md).
+"""The agent: a lean reverse proxy that admits requests by token budget (docs/agent.md).
 
-Two applications share one ``Agent``:
+Two listeners share one ``Agent``:
 
 - the **proxy** (``--listen``, the port KServe routes to): every path is forwarded to the model
   server. ``POST .../v1/completions`` and ``POST .../v1/chat/completions`` (also under KServe's
   ``/openai`` prefix) are metered: charged an estimate at admission, settled with the real usage.
   Other POSTs (KServe V1 ``:predict``, V2 ``/infer``) pass the concurrency cap only; every other
-  method passes straight through, so probes and metadata are never queued or refused.
-- the **admin** app (``--metrics-listen``, default :9095): ``/metrics`` (the agent's registry,
-  the GPU gauges with ``--nvml``, then the model server's own ``/metrics`` so one pod scrape
-  reads both), ``/healthz`` and ``/limits``. A separate port, so no model path is shadowed.
+  method passes straight through, so probes and metadata are never queued or refused. It runs on
+  ``http1`` (an asyncio protocol parsed by httptools) and ``upstream`` (pooled keep-alive
+  connections to the model server): about a fifth of the CPU aiohttp's server and client took
+  per request (docs/agent.md, "Overhead").
+- the **admin** app (``--metrics-listen``, default :9095, aiohttp): ``/metrics`` (the agent's
+  registry, the GPU gauges with ``--nvml``, then the model server's own ``/metrics`` so one pod
+  scrape reads both), ``/healthz`` and ``/limits``. A separate port, so no model path is shadowed.
 
-Forwarding keeps method, path and query, body, status and headers, minus the hop-by-hop ones
-(RFC 9110 7.6.1, and those named in ``Connection``); ``Host`` is the upstream's. Bodies are not
-decompressed (``auto_decompress=False``); only metered requests are sent without
-``Accept-Encoding``, so their usage can be read (gzip on loopback buys nothing). Responses with
-a small ``Content-Length`` are read whole and sent in one write; others (SSE streams, chunked,
-large) are relayed chunk by chunk as they arrive.
+Forwarding keeps method, raw path and query, body, status, reason and headers, minus the
+hop-by-hop ones (RFC 9110 7.6.1, and those named in ``Connection``); ``Host`` is the upstream's.
+Bodies are bytes, never decompressed; only metered requests are sent without
+``Accept-Encoding``, so their usage can be read (gzip on loopback buys nothing). Answers with a
+``Content-Length`` up to 256 KiB, and metered JSON answers, are read whole and sent in one write;
+others (SSE streams, chunked, large) are relayed chunk by chunk as they arrive.
 
 Over budget: 429 with ``Retry-After`` (seconds until the bucket holds the request, rounded up);
 at the concurrency cap: 503 with ``Retry-After: 1``. With ``--queue-size`` > 0 a refused
@@ -31,59 +34,71 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from autoscaler.core.clock import Clock
 from autoscaler.traffic.agent.budget import Charge, TokenBudget
 from autoscaler.traffic.agent.estimate import SseCounter, parse_openai_request, usage_of_json
+from autoscaler.traffic.agent.http1 import HttpConnection, HttpServer, Request
 from autoscaler.traffic.agent.metrics import AgentMetrics
 from autoscaler.traffic.agent.options import AgentConfig
+from autoscaler.traffic.agent.upstream import UpstreamConnection, UpstreamError, UpstreamPool
 from autoscaler.traffic.agent.watcher import LimitsWatcher
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "retry_after"]
 
 log = logging.getLogger("autoscaler.traffic.agent")
 
+Headers = list[tuple[bytes, bytes]]
+
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
     }
 )
-_REQUEST_DROP = HOP_BY_HOP | {"host", "content-length"}
-_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
-METERED_SUFFIXES = ("/v1/completions", "/v1/chat/completions")
-SMALL_BODY = 256 * 1024  # responses up to this Content-Length are read whole
+# the agent reads the body whole and frames it itself; Expect was answered by the agent
+_REQUEST_DROP = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+_METERED_DROP = _REQUEST_DROP | {b"accept-encoding"}
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+METERED_SUFFIXES = (b"/v1/completions", b"/v1/chat/completions")
+SMALL_BODY = 256 * 1024  # answers up to this Content-Length are read whole
 ADMISSION_RETRY_AFTER_CAP = 3600  # seconds; a zero limit has no finite wait
+IDLE_UPSTREAM_SECONDS = 30.0  # keep-alive connections to the model server idle longer are closed
+SHUTDOWN_GRACE_SECONDS = 10.0  # answers in progress at SIGTERM get this long to finish
 
 
-def filter_headers(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    """A copy without hop-by-hop headers, including those the Connection header names."""
-    named: frozenset[str] = frozenset()
-    connection = headers.get("Connection")
-    if connection:
-        named = frozenset(t.strip().lower() for t in connection.split(","))
-    out: CIMultiDict[str] = CIMultiDict()
-    for key, value in headers.items():
-        lower = key.lower()
-        if lower not in drop and lower not in named:
-            out.add(key, value)
-    return out
+def connection_named(values: list[bytes]) -> frozenset[bytes]:
+    """The header names ``Connection`` header values list (hop-by-hop too)."""
+    named: set[bytes] = set()
+    for value in values:
+        named.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(named)
+
+
+def filter_headers(headers: Headers, names: list[bytes], drop: frozenset[bytes]) -> Headers:
+    """``headers`` without ``drop`` and those the Connection header names, order and case kept;
+    ``names``: their lower-case names, in the same order."""
+    if b"connection" in names:
+        drop = drop | connection_named(
+            [v for n, (_, v) in zip(names, headers, strict=True) if n == b"connection"]
+        )
+    return [h for n, h in zip(names, headers, strict=True) if n not in drop]
 
 
 def retry_after(wait: float) -> int:
@@ -124,8 +139,94 @@ class _Meter:
         return self.charge.tokens  # no usage reported: the estimate stands
 
 
+class _Relay:
+    """Takes the model server's answer as it is parsed and writes it to the client: whole (one
+    write, ``Content-Length``) or streamed chunk by chunk; meters it on the way."""
+
+    __slots__ = ("agent", "buffer", "client", "head_only", "headers", "meter", "reason", "status")
+
+    def __init__(
+        self, agent: Agent, client: HttpConnection, meter: _Meter | None, head_only: bool
+    ) -> None:
+        self.agent = agent
+        self.client = client
+        self.meter = meter
+        self.head_only = head_only
+        self.buffer: list[bytes] | None = None
+        self.status = 0
+        self.reason = b""
+        self.headers: Headers = []
+
+    def head(
+        self, status: int, reason: bytes, headers: Headers, upstream: UpstreamConnection
+    ) -> None:
+        length: int | None = None
+        raw_length = b""
+        names: list[bytes] = []
+        for name, value in headers:
+            lower = name.lower()
+            names.append(lower)
+            if lower == b"content-length":
+                raw_length = value
+                length = int(raw_length)  # the parser accepted it: digits
+        out = filter_headers(headers, names, _RESPONSE_DROP)
+        meter = self.meter
+        if meter is not None:
+            meter.status = status
+        self.status, self.reason, self.headers = status, reason, out
+        if self.head_only or status in (204, 304):
+            if raw_length and self.head_only:
+                out.append((b"Content-Length", raw_length))  # what a GET would get
+            self.client.start(status, reason, out, None, bodyless=True)
+            return
+        stream = meter is not None and meter.stream
+        if not stream and (meter is not None or (length is not None and length <= SMALL_BODY)):
+            self.buffer = []  # a metered JSON answer is read whole, any size, for its usage
+            return
+        if stream:
+            assert meter is not None
+            meter.counter = SseCounter()
+        self.client.start(status, reason, out, length)
+        self.client.producer = upstream
+
+    def body(self, chunk: bytes) -> None:
+        if self.buffer is not None:
+            self.buffer.append(chunk)
+            return
+        meter = self.meter
+        if meter is not None:
+            if meter.first_byte_at is None:
+                meter.first_byte_at = now = self.agent.clock.now()
+                if meter.stream:
+                    self.agent.metrics.ttft.labels(meter.charge.model).observe(
+                        now - meter.admitted_at
+                    )
+            if meter.counter is not None:
+                meter.counter.feed(chunk)
+        self.client.write(chunk)
+
+    def done(self) -> None:
+        buffer = self.buffer
+        if buffer is None:
+            self.client.producer = None
+            self.client.finish()
+            return
+        self.buffer = None
+        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        if self.meter is not None:
+            self.meter.usage = usage_of_json(data)
+        self.client.respond(self.status, self.reason, self.headers, data)
+
+    def fail(self, status: int, message: str) -> None:
+        self.client.producer = None
+        if self.client.started:
+            self.client.abort()  # headers are sent: all we can do is cut the client short too
+        else:
+            self.client.respond_error(status, message)
+
+
 class Agent:
-    """The composition of one agent: budget, limits watcher, metrics, upstream session."""
+    """The composition of one agent: budget, limits watcher, metrics, upstream pool, server."""
 
     def __init__(
         self,
@@ -148,17 +249,28 @@ class Agent:
         )
         self.before_metrics = before_metrics
         self.upstream = config.upstream.rstrip("/")
+        parts = urlsplit(self.upstream)
+        self._upstream_host = parts.hostname or "127.0.0.1"
+        self._upstream_port = parts.port or 80
+        self._host_header = parts.netloc.encode("idna")
+        self._prefix = parts.path.encode()
+        self._tenant_header = config.tenant_header.lower().encode("latin-1")
         self.in_flight = 0
         self.queued = 0
         self._session: aiohttp.ClientSession | None = None
         self._watcher: LimitsWatcher | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._pool: UpstreamPool | None = None
+        self._servers: list[HttpServer] = []
+        self._in_flight: dict[str, Any] = {}  # metric children by label values
+        self._admitted_series: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._waker: asyncio.Future[None] | None = None
-        self._timeout = aiohttp.ClientTimeout(total=config.upstream_timeout, sock_connect=5.0)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """For the limits watcher and the model server's /metrics (the admin port)."""
         if self._session is None:
             raise RuntimeError("the agent is not started")
         return self._session
@@ -169,16 +281,32 @@ class Agent:
             raise RuntimeError("the agent is not started")
         return self._watcher
 
-    async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        """cleanup_ctx of the proxy app: the session, a first limits read, the watcher loop."""
-        connector = aiohttp.TCPConnector(
-            limit=self.config.upstream_connections, limit_per_host=0, keepalive_timeout=30.0
+    @property
+    def pool(self) -> UpstreamPool:
+        if self._pool is None:
+            raise RuntimeError("the agent is not started")
+        return self._pool
+
+    @property
+    def servers(self) -> list[HttpServer]:
+        """The proxy's listeners (``listen``)."""
+        return self._servers
+
+    async def start(self) -> None:
+        """The upstream pool, the session, a first limits read and the watcher loop."""
+        self._pool = UpstreamPool(
+            self._upstream_host,
+            self._upstream_port,
+            self.clock,
+            limit=self.config.upstream_connections,
+            idle_timeout=IDLE_UPSTREAM_SECONDS,
+            timeout=self.config.upstream_timeout,
         )
         self._session = aiohttp.ClientSession(
-            connector=connector,
             auto_decompress=False,
+            # no Accept-Encoding: the model server's /metrics is appended as-is, never gzipped
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            timeout=self._timeout,
+            timeout=aiohttp.ClientTimeout(total=self.config.limits_timeout, sock_connect=5.0),
         )
         self._watcher = LimitsWatcher(
             self.config, self.budget, self.metrics, self.clock, self._session, self.notify
@@ -186,20 +314,14 @@ class Agent:
         self._watcher.start_default()
         if self.config.limits_url or self.config.limits_file:
             await self._watcher.read_once()  # serve with the published limit from the start
-        task = asyncio.create_task(self._watcher.run(), name="agent-limits")
-        try:
-            yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await self._session.close()
-            self._session = None
+        self._watch_task = asyncio.create_task(self._watcher.run(), name="agent-limits")
 
-    def proxy_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body_bytes)
-        app.cleanup_ctx.append(self._lifecycle)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        return app
+    async def listen(self, host: str, port: int, *, backlog: int = 1024) -> list[tuple[str, int]]:
+        """Serve the proxy on ``host:port`` (0: any free port); the bound addresses."""
+        server = HttpServer(self.handle, max_body=self.config.max_body_bytes)
+        await server.listen(host, port, backlog=backlog)
+        self._servers.append(server)
+        return server.addresses
 
     def admin_app(self) -> web.Application:
         app = web.Application()
@@ -207,6 +329,21 @@ class Agent:
         app.router.add_get("/healthz", self.handle_health)
         app.router.add_get("/limits", self.handle_limits)
         return app
+
+    async def close(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop accepting, let answers in progress finish (at most ``grace``), close the rest."""
+        for server in self._servers:
+            await server.close(grace)
+        self._servers.clear()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+            self._watch_task = None
+        if self._pool is not None:
+            await self._pool.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # --- admission ---------------------------------------------------------------------------
 
@@ -226,17 +363,6 @@ class Agent:
         finally:
             sleeper.cancel()
             await asyncio.wait((sleeper,))
-
-    def tenant_of(self, request: web.Request) -> str:
-        tenant = request.headers.get(self.config.tenant_header)
-        if tenant:
-            return tenant.strip()[:128] or "default"
-        if self.config.tenant_from_api_key:
-            auth = request.headers.get("Authorization", "")
-            if auth[:7].lower() == "bearer " and auth[7:].strip():
-                # never the key itself in labels or logs
-                return "key-" + hashlib.sha256(auth[7:].strip().encode()).hexdigest()[:12]
-        return "default"
 
     async def admit(self, model: str, tenant: str, cost: float | None) -> Charge | Refused | None:
         """Take a concurrency slot and (when ``cost`` is given) charge the buckets; wait in the
@@ -284,7 +410,22 @@ class Agent:
         self.in_flight -= 1
         self.notify()
 
-    def _refuse(self, refused: Refused, model: str, tenant: str, cost: float) -> web.Response:
+    # --- the proxy ---------------------------------------------------------------------------
+
+    def tenant_of(self, request: Request) -> str:
+        tenant = request.header(self._tenant_header)
+        if tenant:
+            return tenant.decode("latin-1").strip()[:128] or "default"
+        if self.config.tenant_from_api_key:
+            auth = (request.header(b"authorization") or b"").decode("latin-1")
+            if auth[:7].lower() == "bearer " and auth[7:].strip():
+                # never the key itself in labels or logs
+                return "key-" + hashlib.sha256(auth[7:].strip().encode()).hexdigest()[:12]
+        return "default"
+
+    def _refuse(
+        self, client: HttpConnection, refused: Refused, model: str, tenant: str, cost: float
+    ) -> None:
         m = self.metrics
         model = self.budget.model_key(model)
         m.rejected_requests.labels(tenant, model, refused.reason).inc()
@@ -296,17 +437,22 @@ class Agent:
         else:
             seconds, status, message = 1, 503, "too many requests in flight"
             kind = "overloaded"
-        body = {"error": {"message": message, "type": kind, "code": status}}
-        return web.json_response(body, status=status, headers={"Retry-After": str(seconds)})
+        body = json.dumps({"error": {"message": message, "type": kind, "code": status}})
+        headers = [
+            (b"Content-Type", b"application/json; charset=utf-8"),
+            (b"Retry-After", b"%d" % seconds),
+        ]
+        reason = b"Too Many Requests" if status == 429 else b"Service Unavailable"
+        client.respond(status, reason, headers, body.encode())
 
-    # --- the proxy ---------------------------------------------------------------------------
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read() if request.body_exists else None
-        if request.method != "POST":
-            return await self._forward(request, body, None, metered=False)
-        if request.path.endswith(METERED_SUFFIXES):
-            parsed = parse_openai_request(body or b"", self.config.default_max_tokens)
+    async def handle(self, request: Request, client: HttpConnection) -> None:
+        """One request, from the HTTP server: admit, forward, settle."""
+        if request.method != b"POST":
+            await self._forward(request, client, None, metered=False)
+            return
+        path = request.target.partition(b"?")[0]
+        if path.endswith(METERED_SUFFIXES):
+            parsed = parse_openai_request(request.body, self.config.default_max_tokens)
         else:
             parsed = None
         tenant = self.budget.tenant_key(self.tenant_of(request))
@@ -314,15 +460,18 @@ class Agent:
         cost = None if parsed is None else float(parsed.estimate)
         outcome = await self.admit(model, tenant, cost)
         if isinstance(outcome, Refused):
-            return self._refuse(outcome, model, tenant, cost or 0.0)
-        gauge = self.metrics.in_flight.labels(tenant)
+            self._refuse(client, outcome, model, tenant, cost or 0.0)
+            return
+        gauge = self._in_flight.get(tenant)
+        if gauge is None:
+            gauge = self._in_flight[tenant] = self.metrics.in_flight.labels(tenant)
         gauge.inc()
         meter: _Meter | None = None
         if outcome is not None and parsed is not None:
             meter = _Meter(outcome, parsed.prompt_tokens, parsed.stream, self.clock.now())
-            self.metrics.admitted_requests.labels(outcome.tenant, outcome.model).inc()
+            self._admitted(outcome)[0].inc()
         try:
-            return await self._forward(request, body, meter, metered=parsed is not None)
+            await self._forward(request, client, meter, metered=parsed is not None)
         finally:
             gauge.dec()
             if meter is not None:
@@ -332,82 +481,55 @@ class Agent:
     def _settle(self, meter: _Meter) -> None:
         actual = meter.actual(meter.status)
         self.budget.settle(meter.charge, actual, self.clock.now())
-        self.metrics.admitted_tokens.labels(meter.charge.tenant, meter.charge.model).inc(actual)
+        self._admitted(meter.charge)[1].inc(actual)
+
+    def _admitted(self, charge: Charge) -> tuple[Any, Any]:
+        """The admitted requests and tokens counters of a (tenant, model): looked up once, as
+        ``labels()`` costs more than the increment (both label sets are bounded by the budget's
+        ``tenant_key`` and ``model_key``)."""
+        key = (charge.tenant, charge.model)
+        pair = self._admitted_series.get(key)
+        if pair is None:
+            m = self.metrics
+            pair = self._admitted_series[key] = (
+                m.admitted_requests.labels(*key),
+                m.admitted_tokens.labels(*key),
+            )
+        return pair
+
+    def upstream_request(self, request: Request, *, metered: bool) -> bytes:
+        """The bytes sent to the model server: request line, filtered headers, body."""
+        drop = _METERED_DROP if metered else _REQUEST_DROP
+        parts = [
+            b"%s %s%s HTTP/1.1\r\nHost: %s\r\n"
+            % (request.method, self._prefix, request.target, self._host_header)
+        ]
+        headers = filter_headers(request.headers, request.names, drop)
+        parts.extend(b"%s: %s\r\n" % h for h in headers)
+        if request.has_body or request.body:
+            parts.append(b"Content-Length: %d\r\n" % len(request.body))
+        parts.append(b"\r\n")
+        if request.body:
+            parts.append(request.body)
+        return b"".join(parts)
 
     async def _forward(
-        self, request: web.Request, body: bytes | None, meter: _Meter | None, *, metered: bool
-    ) -> web.StreamResponse:
-        headers = filter_headers(request.headers, _REQUEST_DROP)
-        if metered:
-            headers.popall("Accept-Encoding", None)
-        url = self.upstream + request.raw_path
+        self, request: Request, client: HttpConnection, meter: _Meter | None, *, metered: bool
+    ) -> None:
+        data = self.upstream_request(request, metered=metered)
+        head_only = request.method == b"HEAD"
+        relay = _Relay(self, client, meter, head_only)
         try:
-            upstream = await self.session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
-            )
-        except TimeoutError:
-            self.metrics.upstream_errors.labels("timeout").inc()
-            return _error(504, "the model server did not answer in time")
-        except aiohttp.ClientError as e:
-            self.metrics.upstream_errors.labels("connect").inc()
-            log.warning("upstream %s: %s", url, e)
-            return _error(502, "the model server is unreachable")
-        try:
-            return await self._relay(request, upstream, meter)
-        finally:
-            upstream.release()
-
-    async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, meter: _Meter | None
-    ) -> web.StreamResponse:
-        headers = filter_headers(upstream.headers, _RESPONSE_DROP)
-        length = upstream.content_length
-        if meter is not None:
-            meter.status = upstream.status
-        small = length is not None and length <= SMALL_BODY
-        # a metered JSON answer is read whole, whatever its size, for its usage
-        whole = (small or meter is not None) and not (meter is not None and meter.stream)
-        if whole:
-            try:
-                data = await upstream.read()
-            except (aiohttp.ClientError, TimeoutError) as e:
-                self.metrics.upstream_errors.labels("disconnect").inc()
-                log.warning("upstream %s: %s", request.raw_path, e)
-                return _error(502, "the model server closed the connection")
-            if meter is not None:
-                meter.usage = usage_of_json(data)
-            return web.Response(
-                body=data, status=upstream.status, reason=upstream.reason, headers=headers
-            )
-        out = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-        if length is not None:
-            out.content_length = length
-        counter: SseCounter | None = None
-        if meter is not None and meter.stream:
-            counter = meter.counter = SseCounter()
-        await out.prepare(request)
-        first = True
-        try:
-            async for chunk in upstream.content.iter_any():
-                if first and meter is not None:
-                    first = False
-                    meter.first_byte_at = now = self.clock.now()
-                    if meter.stream:
-                        self.metrics.ttft.labels(meter.charge.model).observe(
-                            now - meter.admitted_at
-                        )
-                if counter is not None:
-                    counter.feed(chunk)
-                await out.write(chunk)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as e:
-            # headers are sent: all we can do is cut the client's stream short as well
-            self.metrics.upstream_errors.labels("disconnect").inc()
-            log.warning("upstream %s broke off mid-body: %r", request.raw_path, e)
-            if request.transport is not None:
-                request.transport.close()
-            return out
-        await out.write_eof()
-        return out
+            await self.pool.exchange(data, relay, head_only=head_only)
+        except UpstreamError as e:
+            self.metrics.upstream_errors.labels(e.kind).inc()
+            log.warning("upstream %s: %s", request.target, e)
+            if e.kind == "timeout":
+                relay.fail(504, "the model server did not answer in time")
+            elif e.kind == "connect":
+                relay.fail(502, "the model server is unreachable")
+            else:
+                relay.fail(502, "the model server closed the connection")
 
     # --- admin -------------------------------------------------------------------------------
 
@@ -463,8 +585,3 @@ class Agent:
 
 def _json_rate(rate: float) -> float | str:
     return "unlimited" if math.isinf(rate) else rate
-
-
-def _error(status: int, message: str) -> web.Response:
-    body = {"error": {"message": message, "type": "upstream_error", "code": status}}
-    return web.json_response(body, status=status)

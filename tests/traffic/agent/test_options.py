@@ -70,7 +70,8 @@ def test_listen_addresses() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--upstream", "127.0.0.1:8080"], "--upstream: expected http(s)://HOST:PORT"),
+        (["--upstream", "127.0.0.1:8080"], "--upstream: expected http://HOST:PORT"),
+        (["--upstream", "https://127.0.0.1:8443"], "--upstream: expected http://HOST:PORT"),
         (["--upstream", "http://u", "--target", "chat"], "--target: expected NAMESPACE/NAME"),
         (["--upstream", "http://u", "--queue-size", "-1"], "--queue-size must be >= 0"),
         (["--upstream", "http://u", "--tenant-share", "free=2"], "share of free must be in"),

@@ -158,6 +158,8 @@ class Rig:
         self.clock = clock
         self.servers: list[TestServer] = []
         self.agent: Agent | None = None
+        self.agents: list[Agent] = []
+        self.proxy = ""
         self.registry = CollectorRegistry()
         self.session = aiohttp.ClientSession()
         self.upstream_url = ""
@@ -179,15 +181,14 @@ class Rig:
 
     async def start_agent(self, agent: Agent) -> Agent:
         self.agent = agent
-        for app in (agent.proxy_app(), agent.admin_app()):
-            server = TestServer(app, host="127.0.0.1")
-            await server.start_server()
-            self.servers.append(server)
+        await agent.start()
+        self.agents.append(agent)
+        (_, port), *_ = await agent.listen("127.0.0.1", 0)
+        self.proxy = f"http://127.0.0.1:{port}"
+        server = TestServer(agent.admin_app(), host="127.0.0.1")
+        await server.start_server()
+        self.servers.append(server)
         return agent
-
-    @property
-    def proxy(self) -> str:
-        return str(self.servers[-2].make_url("")).rstrip("/")
 
     @property
     def admin(self) -> TestServer:
@@ -203,6 +204,8 @@ class Rig:
 
     async def close(self) -> None:
         await self.session.close()
+        for agent in self.agents:
+            await agent.close()
         for server in reversed(self.servers):
             await server.close()
 
