@@ -26,6 +26,10 @@ HTTP) with the ``queue`` policy on every target, and after a warm-up measures fo
   ``autoscaler_tick_duration_seconds`` histogram buckets), and ticks run versus ticks due;
 - process CPU (``resource.getrusage``: user + system over wall time) and RSS (``VmRSS`` sampled
   every second, its maximum; and ``ru_maxrss``, the peak over the whole run, start-up included);
+  RSS after this process's imports, once the service is open, after the warm-up and at the end
+  (``rss_mb.at``), and at the end glibc's heap, the threads and RSS split into anonymous and
+  file-backed pages (``rss_mb.at_end``); ``--tracemalloc N`` prints where Python memory is held
+  and what grew (docs/memory.md);
 - what the ticks did: decisions with fresh signals, writes, actuation failures and source errors
   by kind, log records by level.
 
@@ -56,6 +60,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import ctypes
+import ctypes.util
 import gc
 import json
 import logging
@@ -68,20 +74,19 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections import Counter
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from kubernetes_asyncio import client as kclient
-from kubernetes_asyncio import config as kconfig
 
+from autoscaler import kube
 from autoscaler.service import app as service_app
 from autoscaler.service.app import Service, open_service, start_http
 from autoscaler.service.clock import SystemClock
 from autoscaler.service.settings import Settings
-from autoscaler.testing.fake_kube import FakeKube
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_scrape import vllm_body
@@ -142,6 +147,9 @@ def world_main(conn: Connection, targets: int, exporters: int, load: str) -> Non
 
 
 async def _world(conn: Connection, targets: int, n_exporters: int, load: str) -> None:
+    # Imported here, in the world process only: the service's process must not carry the fake.
+    from autoscaler.testing.fake_kube import FakeKube
+
     clock = SystemClock()
     start = clock.now()
     exporters = [Exporter(k, clock, start, load) for k in range(n_exporters)]
@@ -251,6 +259,50 @@ def rss_bytes() -> int:
     return 0
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def malloc_stats() -> dict[str, Any]:
+    """glibc's view of the C heap (MB): what it holds from the OS, in use, free inside it; and
+    the threads (each may get a malloc arena of its own). Empty where there is no mallinfo2."""
+    names = Counter(
+        (task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()
+    )
+    out: dict[str, Any] = {"threads": sum(names.values()), "thread_names": dict(names)}
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        info = libc.mallinfo2
+    except (OSError, AttributeError):
+        return out
+    info.restype = _Mallinfo2
+    m = info()
+    mb = 2**20
+    out.update(
+        heap_mb=round((m.arena + m.hblkhd) / mb, 1),
+        in_use_mb=round((m.uordblks + m.hblkhd) / mb, 1),
+        free_inside_mb=round(m.fordblks / mb, 1),
+        mmapped_mb=round(m.hblkhd / mb, 1),
+    )
+    return out
+
+
+def smaps() -> dict[str, float]:
+    """RSS split into anonymous memory (heaps) and file-backed pages (code, shared libraries)."""
+    out = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Anonymous", "Shared_Clean", "Private_Clean"):
+            out[key.lower() + "_mb"] = round(int(rest.split()[0]) / 1024, 1)
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
@@ -282,12 +334,12 @@ def samples(svc: Service, name_: str) -> Counter[str]:
     return out
 
 
-async def _unpooled_client(settings: Settings) -> kclient.ApiClient:
+async def _unpooled_client(settings: Settings) -> kube.ApiClient:
     """What-if ``pool``: the service's client with no limit on connections."""
-    cfg = kclient.Configuration()
-    await kconfig.load_kube_config(config_file=settings.kubeconfig, client_configuration=cfg)
+    cfg = kube.Configuration()
+    await kube.load_kube_config(config_file=settings.kubeconfig, client_configuration=cfg)
     cfg.connection_pool_maxsize = 0  # aiohttp: no limit
-    return kclient.ApiClient(configuration=cfg)
+    return kube.ApiClient(configuration=cfg)
 
 
 def _time_phases(svc: Service) -> dict[str, list[float]]:
@@ -320,7 +372,30 @@ def _time_phases(svc: Service) -> dict[str, list[float]]:
     return phases
 
 
+def _top(
+    snapshot: tracemalloc.Snapshot, base: tracemalloc.Snapshot | None, n: int, by: str = "lineno"
+) -> None:
+    """The ``n`` source lines (or files) holding the most traced memory (or that grew most
+    since ``base``)."""
+    if base is None:
+        stats: list[Any] = snapshot.statistics(by)
+        title = f"held at the end, by {by}"
+    else:
+        stats = snapshot.compare_to(base, by)
+        title = "grown over the measured window"
+    print(f"tracemalloc, {title} (MB, blocks):", file=sys.stderr)
+    for st in stats[:n]:
+        size = getattr(st, "size_diff", st.size) if base is not None else st.size
+        count = getattr(st, "count_diff", st.count) if base is not None else st.count
+        frame = st.traceback[0]
+        where = f"{Path(frame.filename).name}:{frame.lineno}" if by == "lineno" else frame.filename
+        print(f"  {size / 2**20:8.2f} {count:9d}  {where}", file=sys.stderr)
+
+
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    rss_at = {"imported": round(rss_bytes() / 2**20, 1)}
+    if args.tracemalloc:
+        tracemalloc.start()
     if "pool" in args.what_if:
         service_app._kube_client = _unpooled_client  # type: ignore[assignment]
     ctx = mp.get_context("spawn")
@@ -359,6 +434,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         )
         durations: list[float] = []
         async with open_service(settings) as svc:
+            rss_at["service_open"] = round(rss_bytes() / 2**20, 1)
             tick = svc.loop.tick
 
             async def timed() -> Any:
@@ -381,6 +457,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     f"RSS {rss_bytes() / 2**20:.0f} MB",
                     file=sys.stderr,
                 )
+                rss_at["warm"] = round(rss_bytes() / 2**20, 1)
+                traced0 = tracemalloc.take_snapshot() if args.tracemalloc else None
                 first = len(durations)
                 for values in phases.values():
                     values.clear()
@@ -430,6 +508,18 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                             print(f"    objects grown: {grown.most_common(8)}", file=sys.stderr)
                 wall = time.perf_counter() - t0
                 ru1 = resource.getrusage(resource.RUSAGE_SELF)
+                rss_at["end"] = round(rss_bytes() / 2**20, 1)
+                heap = {**malloc_stats(), **smaps()}
+                if traced0 is not None:
+                    traced1 = tracemalloc.take_snapshot()
+                    _top(traced1, None, args.tracemalloc)
+                    _top(traced1, None, args.tracemalloc, by="filename")
+                    _top(traced1, traced0, args.tracemalloc)
+                    current, peak = tracemalloc.get_traced_memory()
+                    print(
+                        f"tracemalloc: {current / 2**20:.1f} MB traced, peak {peak / 2**20:.1f}",
+                        file=sys.stderr,
+                    )
                 gc.callbacks.remove(gc_timer)
                 if profile is not None:
                     profile.disable()
@@ -479,6 +569,10 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "rss_mb": {
             "max_sampled": round(rss_max / 2**20, 1),
             "peak_ru_maxrss": round(ru1.ru_maxrss / 1024, 1),
+            # imported: this process's modules; service_open: + policy parsed, first lists
+            # read, targets built; warm: after the warm-up; end: after the measured window
+            "at": rss_at,
+            "at_end": heap,
         },
         "scrape_seconds": svc_scrape_interval,
         "ticks_missed": svc.loop.missed,
@@ -532,6 +626,14 @@ def main() -> int:
         "--census",
         action="store_true",
         help="print which object types grew, every 60 s (costs a pause: not for timing)",
+    )
+    p.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="trace allocations from start-up; print the N lines holding and growing most "
+        "(slows the service and inflates RSS: not for the figures)",
     )
     p.add_argument("--json", help="write the figures here as JSON")
     p.add_argument("--profile", help="cProfile the measured window into this file")

@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient
-
 from autoscaler.actuators.backoff import RetryPolicy
 from autoscaler.actuators.base import TARGET_PER_POD, WritingActuator
 from autoscaler.actuators.calls import FIELD_MANAGER, ApiCaller
@@ -26,6 +24,7 @@ from autoscaler.actuators.knative import KnativeActuator
 from autoscaler.actuators.kserve import KServeActuator
 from autoscaler.actuators.ratelimit import TokenBucket
 from autoscaler.core.clock import Clock
+from autoscaler.kube import ApiClient
 
 __all__ = [
     "ENGINES",

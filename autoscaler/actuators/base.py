@@ -42,8 +42,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, cast
 
-from kubernetes_asyncio.client import ApiClient
-
 from autoscaler.actuators.calls import ApiCaller, error_kind
 from autoscaler.actuators.events import REASON_SCALED, EventRecorder, ObjectRef
 from autoscaler.config.models import Actuation
@@ -51,6 +49,7 @@ from autoscaler.core.clock import Clock
 from autoscaler.core.errors import ActuationError, ConflictError
 from autoscaler.core.protocols import ActuationOutcome
 from autoscaler.core.types import Decision, TargetRef
+from autoscaler.kube import ApiClient
 
 Mode = Literal["pin", "floor", "target"]
 MODES: tuple[Mode, ...] = ("pin", "floor", "target")

@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
-from kubernetes_asyncio.client import ApiException
 
 from autoscaler.actuators.backoff import RetryPolicy, full_jitter, parse_retry_after
 from autoscaler.actuators.ratelimit import TokenBucket
@@ -34,6 +33,7 @@ from autoscaler.core.errors import (
     PermanentActuationError,
     TransientActuationError,
 )
+from autoscaler.kube import ApiException
 
 log = logging.getLogger("autoscaler.actuators.calls")
 

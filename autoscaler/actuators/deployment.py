@@ -24,8 +24,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient, AppsV1Api
-
 from autoscaler.actuators.base import (
     Change,
     Mode,
@@ -40,6 +38,7 @@ from autoscaler.actuators.events import ObjectRef
 from autoscaler.core.clock import Clock
 from autoscaler.core.protocols import ActuationOutcome
 from autoscaler.core.types import Decision, TargetRef
+from autoscaler.kube import ApiClient, AppsV1Api
 
 API_CALLS: tuple[tuple[str, str, str], ...] = (
     ("get", "apps", "deployments"),

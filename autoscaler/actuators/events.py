@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient, CoreV1Api
-
 from autoscaler.actuators.calls import FIELD_MANAGER, ApiCaller
 from autoscaler.core.clock import Clock
+from autoscaler.kube import ApiClient, CoreV1Api
 
 log = logging.getLogger("autoscaler.actuators.events")
 

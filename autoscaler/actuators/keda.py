@@ -43,7 +43,6 @@ from functools import partial
 from typing import Any, Literal
 
 from aiohttp import web
-from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
 
 from autoscaler.actuators.base import (
     Change,
@@ -64,6 +63,7 @@ from autoscaler.core.clock import Clock
 from autoscaler.core.errors import ActuationError, ConflictError
 from autoscaler.core.protocols import ActuationOutcome
 from autoscaler.core.types import Decision, TargetRef
+from autoscaler.kube import ApiClient, CustomObjectsApi
 
 log = logging.getLogger("autoscaler.actuators.keda")
 

@@ -44,8 +44,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
-
 from autoscaler.actuators.base import (
     VERIFY_EVERY_SECONDS,
     Change,
@@ -62,6 +60,7 @@ from autoscaler.actuators.calls import MERGE_PATCH_KWARGS, Rejected
 from autoscaler.actuators.events import ObjectRef
 from autoscaler.core.clock import Clock
 from autoscaler.core.types import Decision, TargetRef
+from autoscaler.kube import ApiClient, CustomObjectsApi
 
 MIN_SCALE = "autoscaling.knative.dev/min-scale"
 MAX_SCALE = "autoscaling.knative.dev/max-scale"

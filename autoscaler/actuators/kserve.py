@@ -34,8 +34,6 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
-
 from autoscaler.actuators.base import (
     VERIFY_EVERY_SECONDS,
     Change,
@@ -53,6 +51,7 @@ from autoscaler.actuators.events import ObjectRef
 from autoscaler.actuators.knative import ISVC, KSERVE_DEPLOYMENT_MODE
 from autoscaler.core.clock import Clock
 from autoscaler.core.types import Decision, TargetRef
+from autoscaler.kube import ApiClient, CustomObjectsApi
 
 AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
 DEFAULT_CLASS = "hpa"

@@ -39,7 +39,6 @@ from functools import partial
 from typing import Any
 
 from aiohttp import web
-from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
 from autoscaler.actuators.calls import MERGE_PATCH_KWARGS, ApiCaller, Rejected, error_kind
 from autoscaler.actuators.events import EventRecorder, ObjectRef
@@ -48,6 +47,7 @@ from autoscaler.core.clock import Clock
 from autoscaler.core.errors import ActuationError, ConflictError
 from autoscaler.core.protocols import ActuationOutcome
 from autoscaler.core.types import Decision, TargetRef
+from autoscaler.kube import ApiClient, CoreV1Api
 
 log = logging.getLogger("autoscaler.actuators.tokens")
 

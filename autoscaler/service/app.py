@@ -23,14 +23,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from kubernetes_asyncio import client as kclient
-from kubernetes_asyncio import config as kconfig
 from prometheus_client import CollectorRegistry
 
 from autoscaler.config.models import PolicyFile, Target
 from autoscaler.core.protocols import ActuationOutcome, Actuator, Source
 from autoscaler.core.types import Decision, TargetRef
 from autoscaler.engine import Engine
+from autoscaler.kube import ApiClient, Configuration, load_incluster_config, load_kube_config
 from autoscaler.service.clock import SystemClock, perf_timer
 from autoscaler.service.http import ServiceState, build_http_app
 from autoscaler.service.logs import setup_logging
@@ -62,13 +61,13 @@ def managed_targets(
     return selectors.pairs(doc, settings.namespaces)
 
 
-async def _kube_client(settings: Settings) -> kclient.ApiClient:
+async def _kube_client(settings: Settings) -> ApiClient:
     if settings.kubeconfig:
-        cfg = kclient.Configuration()
-        await kconfig.load_kube_config(config_file=settings.kubeconfig, client_configuration=cfg)
-        return kclient.ApiClient(configuration=cfg)
-    kconfig.load_incluster_config()  # type: ignore[no-untyped-call]
-    return kclient.ApiClient()
+        cfg = Configuration()
+        await load_kube_config(config_file=settings.kubeconfig, client_configuration=cfg)
+        return ApiClient(configuration=cfg)
+    load_incluster_config()  # type: ignore[no-untyped-call]
+    return ApiClient()
 
 
 class Service:
@@ -77,9 +76,9 @@ class Service:
     def __init__(
         self,
         settings: Settings,
-        api: kclient.ApiClient,
+        api: ApiClient,
         session: aiohttp.ClientSession,
-        lease_api: kclient.ApiClient | None = None,
+        lease_api: ApiClient | None = None,
     ) -> None:
         self.settings = settings
         self.api = api

@@ -52,9 +52,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient, CoordinationV1Api
 
 from autoscaler.core.clock import Clock
+from autoscaler.kube import ApiClient, CoordinationV1Api
 
 log = logging.getLogger("autoscaler.service.leader")
 

@@ -4,7 +4,8 @@ Kubernetes updates a mounted ConfigMap by swapping a symlink, which inotify-styl
 miss, so the file's content is polled (cheap: one small file) and a change takes effect only
 after it has stayed the same for ``debounce`` seconds (editors and the kubelet write in steps).
 A valid new file is handed to ``on_change``; an invalid one is logged and counted with its
-FILE:LINE:COL problems and the last good policy keeps running.
+FILE:LINE:COL problems and the last good policy keeps running. A large file is parsed in a
+child process (``policy_parse.py``: the parse's peak would stay in this one's heap).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from autoscaler.config.loader import parse_policy, read_text
+from autoscaler.config.loader import read_text
 from autoscaler.config.models import PolicyFile
 from autoscaler.core.clock import Clock
 from autoscaler.core.errors import ConfigError, Problem
 from autoscaler.service.metrics import ServiceMetrics
+from autoscaler.service.policy_parse import APART_MIN_BYTES, parse_policy_apart
 
 log = logging.getLogger("autoscaler.reload")
 
@@ -55,7 +57,7 @@ class PolicyWatcher:
     def initial(self) -> PolicyFile:
         """Load at start-up: an invalid file here is fatal (there is no last good policy)."""
         text = read_text(self.path)
-        doc = parse_policy(text, str(self.path))
+        doc = parse_policy_apart(text, str(self.path))
         self.loaded_digest = hashlib.sha256(text.encode()).hexdigest()
         self.metrics.config_reloads.labels("initial").inc()
         self.metrics.config_problems.set(0)
@@ -63,25 +65,51 @@ class PolicyWatcher:
 
     def poll(self) -> bool:
         """Check the file once; returns True when a new policy was applied."""
+        text = self._due()
+        if text is None:
+            return False
+        return self._apply(self._parse(text))
+
+    async def poll_async(self) -> bool:
+        """:meth:`poll`, with the parse off the event loop: a 1,000-target file takes seconds to
+        parse (in a child process, ``policy_parse.py``), and the control loop keeps ticking on the
+        last good policy meanwhile instead of stalling for them."""
+        text = self._due()
+        if text is None:
+            return False
+        if len(text) < APART_MIN_BYTES:  # parsed here in milliseconds: no thread hop
+            return self._apply(self._parse(text))
+        return self._apply(await asyncio.to_thread(self._parse, text))
+
+    def _parse(self, text: str) -> PolicyFile | ConfigError:
+        try:
+            return parse_policy_apart(text, str(self.path))
+        except ConfigError as e:
+            return e
+
+    def _due(self) -> str | None:
+        """The file's text when a changed file has settled for the debounce, else None."""
         got = self._digest()
         if got is None:
-            return False
+            return None
         digest, text = got
         now = self.clock.now()
         if digest == self.loaded_digest:
             self._seen = None
-            return False
+            return None
         if self._seen is None or self._seen[0] != digest:
             self._seen = (digest, now)
             if self.debounce > 0:
-                return False
+                return None
         if now - self._seen[1] < self.debounce:
-            return False
+            return None
         self._seen = None
         self.loaded_digest = digest  # a bad file is reported once, not on every poll
-        try:
-            doc = parse_policy(text, str(self.path))
-        except ConfigError as e:
+        return text
+
+    def _apply(self, doc: PolicyFile | ConfigError) -> bool:
+        if isinstance(doc, ConfigError):
+            e = doc
             self.last_problems = e.problems
             self.metrics.config_reloads.labels("rejected").inc()
             self.metrics.config_problems.set(len(e.problems))
@@ -97,7 +125,7 @@ class PolicyWatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.poll()
+            await self.poll_async()
             sleeper = asyncio.ensure_future(self.clock.sleep(self.interval))
             stopper = asyncio.ensure_future(stop.wait())
             try:

@@ -27,13 +27,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from kubernetes_asyncio.client import ApiClient, AppsV1Api, CustomObjectsApi
-
 from autoscaler.actuators.calls import ApiCaller, CallFailed, Rejected
 from autoscaler.actuators.knative import ISVC, KSERVICE
 from autoscaler.config.models import PolicyFile, Target
 from autoscaler.core.clock import Clock
 from autoscaler.core.types import TargetRef
+from autoscaler.kube import ApiClient, AppsV1Api, CustomObjectsApi
 from autoscaler.sources.kube_status import format_selector
 
 log = logging.getLogger("autoscaler.selectors")

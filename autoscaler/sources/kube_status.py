@@ -60,12 +60,12 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api
 
 from autoscaler.core import signals as sig
 from autoscaler.core.clock import Clock
 from autoscaler.core.protocols import SourceReport
 from autoscaler.core.types import Observation, TargetRef
+from autoscaler.kube import ApiClient, AppsV1Api, CoreV1Api
 from autoscaler.sources.pods import PodIndex, PodInfo
 
 log = logging.getLogger("autoscaler.sources.kube_status")

@@ -284,6 +284,52 @@ async def test_reload_rejects_a_bad_file_and_keeps_the_last_good(tmp_path: Path)
     assert w.poll() and len(applied) == 1  # fixing the file applies it
 
 
+async def test_a_large_reload_is_parsed_off_the_event_loop(tmp_path: Path) -> None:
+    """A file past APART_MIN_BYTES is parsed in a worker thread (which runs the child process):
+    the event loop keeps running other work (the control loop's ticks) until the parse is back,
+    and the result is applied exactly as ``poll`` would apply it."""
+    import threading
+
+    from autoscaler.service.reload import APART_MIN_BYTES
+
+    path = tmp_path / "policy.yaml"
+    _write(path, POLICY)
+    clock = ManualClock(100.0)
+    metrics = ServiceMetrics(CollectorRegistry())
+    applied: list[object] = []
+    w = PolicyWatcher(path, clock, metrics, applied.append, debounce=0.0)
+    w.initial()
+    big = POLICY.replace("maxReplicas: 20", "maxReplicas: 7") + "#" * APART_MIN_BYTES + "\n"
+    _write(path, big)
+    release = threading.Event()
+    parsed_in: list[str] = []
+    real_parse = w._parse
+
+    def slow_parse(text: str) -> object:
+        parsed_in.append(threading.current_thread().name)
+        release.wait(10)
+        return real_parse(text)
+
+    async def one_loop_turn() -> None:
+        turn = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(turn.set_result, None)
+        await turn
+
+    w._parse = slow_parse  # type: ignore[method-assign]
+    reload = asyncio.ensure_future(w.poll_async())
+    ticks = 0
+    while not parsed_in:  # the parse has started in its thread
+        await one_loop_turn()
+    for _ in range(50):  # the loop still runs other tasks while the parse is held
+        await one_loop_turn()
+        ticks += 1
+    assert ticks == 50 and not reload.done() and applied == []
+    assert parsed_in[0] != threading.main_thread().name
+    release.set()
+    assert await reload
+    assert applied[0].spec.targets[0].guards.max_replicas == 7  # type: ignore[attr-defined]
+
+
 async def test_token_limits_go_to_the_publishers_too() -> None:
     doc = parse_policy(
         """

@@ -320,9 +320,9 @@ async def test_history_keeps_decisions_and_serves_the_same_records() -> None:
     assert [r["ts"] for r in records] == [d.ts for d in decisions[-3:]]
     assert [r["ts"] for r in records[-2:]] == [d.ts for d in decisions[-2:]]
     # A steady target decides the same but for the time: one copy is kept, not three.
-    entries = loop.records._by_target["ns/t0"]
-    assert len({id(e.decision) for e in entries}) == 1
-    assert len({id(e.outcome) for e in entries}) == 1
+    ring = loop.records._by_target["ns/t0"]  # kept in parallel arrays (docs/memory.md)
+    assert len({id(d) for d in ring.decisions}) == 1
+    assert len({id(o) for o in ring.outcomes}) == 1
     assert len({r["ts"] for r in records}) == 3
     # A decision that differs is kept as its own.
     loop.sources = [Queue(clock, {"ns/t0": 12.0})]

@@ -130,7 +130,9 @@ class Scanner:
         self.imported = {
             alias.asname or alias.name
             for node in ast.walk(self.tree)
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kubernetes")
+            if isinstance(node, ast.ImportFrom)
+            # the package imports the client through autoscaler.kube (docs/memory.md)
+            and ((node.module or "").startswith("kubernetes") or node.module == "autoscaler.kube")
             for alias in node.names
         } & set(API_GROUPS)
         self.parents: dict[ast.AST, ast.AST] = {}

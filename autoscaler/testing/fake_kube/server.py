@@ -43,7 +43,7 @@ from autoscaler.testing.fake_kube.selectors import (
 from autoscaler.testing.fake_kube.store import ABORT, END, Obj, Store, Watch
 
 if TYPE_CHECKING:
-    from kubernetes_asyncio.client import ApiClient
+    from autoscaler.kube import ApiClient
 
 _NAMESPACE_MISMATCH = (
     "the namespace of the provided object does not match the namespace sent on the request"
@@ -237,7 +237,7 @@ class FakeKube:
 
     def api_client(self) -> ApiClient:
         """A kubernetes-asyncio ApiClient for this server (the caller closes it)."""
-        from kubernetes_asyncio.client import ApiClient, Configuration
+        from autoscaler.kube import ApiClient, Configuration
 
         cfg = Configuration(host=self.url)
         return ApiClient(configuration=cfg)

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from kubernetes_asyncio.client import ApiClient, CustomObjectsApi
-
 from autoscaler.config.models import Target
 from autoscaler.config.rollout import Analysis, Rollout, Webhook
 from autoscaler.core.clock import Clock
 from autoscaler.core.errors import ActuationError, ConflictError
 from autoscaler.core.types import TargetRef
+from autoscaler.kube import ApiClient, CustomObjectsApi
 from autoscaler.traffic.rollout import objects as o
 from autoscaler.traffic.rollout.machine import (
     CheckResult,
