@@ -42,6 +42,31 @@ spec:
 """
 
 
+def build(policy: str, targets: int) -> tuple[Engine, list[str]]:
+    """The benchmark's engine over ``targets`` copies of one target config, and their keys."""
+    target = parse_policy(TEMPLATE.format(policy=POLICIES[policy])).spec.targets[0]
+    refs = [TargetRef("InferenceService", "ns", f"model-{i:05d}") for i in range(targets)]
+    return Engine((r, target) for r in refs), [r.key for r in refs]
+
+
+def observations(
+    keys: list[str], tick: int, now: float, tokens: float, replicas: dict[str, float]
+) -> list[Observation]:
+    """One tick's observations: replica status following the decisions, and the load signals."""
+    obs = []
+    for i, k in enumerate(keys):
+        load = 10.0 + (i % 50) + (tick % 7)
+        obs += [
+            Observation(k, signals.REPLICAS, replicas[k], now),
+            Observation(k, signals.REPLICAS_READY, replicas[k], now),
+            Observation(k, signals.CONCURRENCY, load, now),
+            Observation(k, signals.WAITING, load / 3, now),
+            Observation(k, signals.PROMPT_TOKENS_TOTAL, tokens, now),
+            Observation(k, signals.GENERATION_TOKENS_TOTAL, tokens / 4, now),
+        ]
+    return obs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--targets", type=int, default=10_000)
@@ -49,36 +74,26 @@ def main() -> None:
     ap.add_argument("--policy", choices=sorted(POLICIES), default="queue")
     ap.add_argument(
         "--gc",
-        choices=["default", "frozen"],
-        default="frozen",
-        help="frozen: gc.freeze() after warm-up, as the service does (long-lived engine state "
-        "is then not re-scanned by every collection)",
+        choices=["default", "frozen", "paced"],
+        default="paced",
+        help="paced (what the service does, service/app.py GcPacer): after warm-up gc.freeze() "
+        "and automatic collection off, and a young collection (gc.collect(1)) after every tick, "
+        "timed apart and printed beside the tick; frozen: gc.freeze() after warm-up with "
+        "automatic collection left on, so collections land inside ticks; default: neither",
     )
     args = ap.parse_args()
 
-    target = parse_policy(TEMPLATE.format(policy=POLICIES[args.policy])).spec.targets[0]
-    refs = [TargetRef("InferenceService", "ns", f"model-{i:05d}") for i in range(args.targets)]
-    engine = Engine((r, target) for r in refs)
-    keys = [r.key for r in refs]
+    engine, keys = build(args.policy, args.targets)
     times = []
     cpu_times = []
+    gc_times: list[float] = []
     tokens = 0.0
     # Replica status follows the decisions, as it does when an actuator applies them.
     replicas = dict.fromkeys(keys, 3.0)
     for tick in range(args.ticks + 5):
         now = 1_700_000_000.0 + tick
         tokens += 3000.0
-        obs = []
-        for i, k in enumerate(keys):
-            load = 10.0 + (i % 50) + (tick % 7)
-            obs += [
-                Observation(k, signals.REPLICAS, replicas[k], now),
-                Observation(k, signals.REPLICAS_READY, replicas[k], now),
-                Observation(k, signals.CONCURRENCY, load, now),
-                Observation(k, signals.WAITING, load / 3, now),
-                Observation(k, signals.PROMPT_TOKENS_TOTAL, tokens, now),
-                Observation(k, signals.GENERATION_TOKENS_TOTAL, tokens / 4, now),
-            ]
+        obs = observations(keys, tick, now, tokens, replicas)
         c0 = time.process_time()
         t0 = time.perf_counter()
         decisions = engine.tick(now, obs)
@@ -87,11 +102,18 @@ def main() -> None:
         assert len(decisions) == args.targets
         for d in decisions:
             replicas[d.target] = float(d.replicas)
+        if args.gc == "paced" and tick >= 5:
+            g0 = time.perf_counter()
+            gc.collect(1)  # the pacer's young collection, between ticks
+            gc_times.append(time.perf_counter() - g0)
         if tick >= 5:  # after the windows fill
             times.append(dt)
             cpu_times.append(cpu)
-        elif tick == 4 and args.gc == "frozen":
+        elif tick == 4 and args.gc in ("frozen", "paced"):
+            gc.collect()
             gc.freeze()
+            if args.gc == "paced":
+                gc.disable()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     p50 = statistics.median(times)
     print(f"policy={args.policy} targets={args.targets} ticks={args.ticks} gc={args.gc}")
@@ -101,6 +123,12 @@ def main() -> None:
     )
     cpu50 = statistics.median(cpu_times)
     print(f"tick CPU p50 {cpu50 * 1e3:.1f} ms  per target {cpu50 / args.targets * 1e6:.2f} us")
+    if gc_times:
+        g50 = statistics.median(gc_times)
+        print(
+            f"between ticks: young collection p50 {g50 * 1e3:.1f} ms  max {max(gc_times) * 1e3:.1f}"
+            f" ms (tick + collection p50 {(p50 + g50) * 1e3:.1f} ms)"
+        )
     print(f"process RSS peak {peak / 2**20:.1f} MiB")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping
 
 from autoscaler.core.windows import SignalWindow
@@ -66,7 +67,25 @@ class Snapshot:
 
     def mean(self, signal: str, span: float) -> float | None:
         w = self._windows.get(signal)
-        return w.mean(self.now, span) if w is not None else None
+        if w is None:
+            return None
+        # SignalWindow.mean, inlined: policies ask it for every target on every tick, and a
+        # Python call is a large part of its cost. Keep the two in step
+        # (tests/unit/test_engine_fast_paths.py checks that they answer the same).
+        tss = w._ts
+        i = bisect_right(tss, self.now - span, w._start)
+        n = len(tss)
+        if i >= n:
+            return None
+        csum = w._csum
+        j = len(csum)
+        if j != n:
+            if j == n - 1 and j:
+                csum.append(csum[-1] + w._vals[-1])
+            else:
+                w._sync_sums()
+        total = csum[-1] - (csum[i - 1] if i > 0 else 0.0)
+        return total / (n - i)
 
     def max(self, signal: str, span: float) -> float | None:
         w = self._windows.get(signal)
@@ -74,7 +93,27 @@ class Snapshot:
 
     def rate(self, signal: str, span: float) -> float | None:
         w = self._windows.get(signal)
-        return w.rate(self.now, span) if w is not None else None
+        if w is None:
+            return None
+        # SignalWindow.rate, inlined as mean above.
+        tss = w._ts
+        i = bisect_right(tss, self.now - span, w._start)
+        n = len(tss)
+        if n - i < 2:
+            return None
+        dt = tss[-1] - tss[i]
+        if dt <= 0:
+            return None
+        cinc = w._cinc
+        j = len(cinc)
+        if j != n:
+            if j == n - 1 and j:
+                v = w._vals[-1]
+                prev = w._vals[-2]
+                cinc.append(cinc[-1] + (v - prev if v >= prev else v))
+            else:
+                w._sync_increases()
+        return (cinc[-1] - cinc[i]) / dt
 
     def percentile(self, signal: str, span: float, q: float) -> float | None:
         w = self._windows.get(signal)

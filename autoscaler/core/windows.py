@@ -7,10 +7,17 @@ a 60 s window means the same at a 1 s live tick and a 15 s simulator step.
 
 Cost: ``add`` is amortised O(1) and only appends (timestamp, value); ``mean`` and ``rate`` are
 O(log n) through prefix sums and a binary search; ``max`` and ``percentile`` are O(k) over the k
-samples in the span (C-speed slices). The prefix sums are brought up to date lazily, at the first
-``mean``/``rate`` after new samples (and before a compaction), with the very same additions in the
-same order as an eager update, so results are bit-identical while a signal nobody averages never
-pays for them on the ingest path (the engine ingests every signal of every target every tick).
+samples in the span (C-speed slices). The prefix sums are brought up to date lazily, the sums of
+values at the first ``mean`` and those of counter increases at the first ``rate`` after new
+samples (both before a compaction), with the very same additions in the same order as an eager
+update, so results are bit-identical while a gauge never pays for counter sums, a counter never for
+value sums, and neither pays on the ingest path (the engine ingests every sample of every target
+every tick).
+
+Storage is lists of floats, not ``array('d')``: an array holds 8 bytes a sample instead of a
+pointer and a float object, but CPython 3.11 converts every stored double through
+``PyArg_Parse``, which made an engine tick 14% more machine instructions
+(docs/engine-performance.md).
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ class SignalWindow:
         self.retention = float(retention)
         self._ts: list[float] = []
         self._vals: list[float] = []
-        # Prefix sums (inclusive) of values and of counter increases, for O(1) span sums. They may
-        # lag behind _ts/_vals; _sync extends them before they are read.
+        # Prefix sums (inclusive) of values and of counter increases, for O(1) span sums. Each
+        # may lag behind _ts/_vals: mean extends _csum, rate extends _cinc, before reading them.
         self._csum: list[float] = []
         self._cinc: list[float] = []
         self._start = 0  # index of the oldest retained sample
@@ -57,52 +64,72 @@ class SignalWindow:
             self._trim(ts)
         return True
 
-    def _sync(self) -> None:
-        """Extend the prefix sums over the samples added since the last sync.
+    def _sync_sums(self) -> None:
+        """Extend the prefix sums of values over the samples added since they were last read.
 
         The same float operations, in the same order, as updating them at every ``add``:
-        csum[k] = csum[k-1] + v[k]; cinc[k] = cinc[k-1] + (v[k] - v[k-1] if v[k] >= v[k-1] else
-        v[k]) (a counter that went down was reset by a restarted pod: the new value is all
-        increase).
+        csum[k] = csum[k-1] + v[k].
         """
         vals = self._vals
         csum = self._csum
-        cinc = self._cinc
         j = len(csum)
-        if j == len(vals):
+        n = len(vals)
+        if j == n:
             return
         if j == 0:
             csum.append(vals[0])
-            cinc.append(0.0)
             j = 1
-        n = len(vals)
         if n - j == 1:  # one sample since the last query, as at a steady tick
-            v = vals[j]
-            prev = vals[j - 1]
-            csum.append(csum[-1] + v)
-            cinc.append(cinc[-1] + (v - prev if v >= prev else v))
+            csum.append(csum[-1] + vals[j])
             return
         if n - j <= 8:  # a few samples since the last query: no iterator setup
             total = csum[-1]
-            inc = cinc[-1]
-            prev = vals[j - 1]
             for k in range(j, n):
-                v = vals[k]
-                total = total + v
-                inc = inc + (v - prev if v >= prev else v)
+                total = total + vals[k]
                 csum.append(total)
-                cinc.append(inc)
-                prev = v
             return
         sums = accumulate(vals[j:], initial=csum[-1])
         next(sums)  # the initial value is already in the list
         csum.extend(sums)
+
+    def _sync_increases(self) -> None:
+        """Extend the prefix sums of counter increases, as ``_sync_sums`` does for values:
+        cinc[k] = cinc[k-1] + (v[k] - v[k-1] if v[k] >= v[k-1] else v[k]) (a counter that went
+        down was reset by a restarted pod: the new value is all increase)."""
+        vals = self._vals
+        cinc = self._cinc
+        j = len(cinc)
+        n = len(vals)
+        if j == n:
+            return
+        if j == 0:
+            cinc.append(0.0)
+            j = 1
+        if n - j == 1:
+            v = vals[j]
+            prev = vals[j - 1]
+            cinc.append(cinc[-1] + (v - prev if v >= prev else v))
+            return
+        if n - j <= 8:
+            inc = cinc[-1]
+            prev = vals[j - 1]
+            for k in range(j, n):
+                v = vals[k]
+                inc = inc + (v - prev if v >= prev else v)
+                cinc.append(inc)
+                prev = v
+            return
         incs = accumulate(
             [v - p if v >= p else v for p, v in zip(vals[j - 1 : -1], vals[j:], strict=True)],
             initial=cinc[-1],
         )
         next(incs)
         cinc.extend(incs)
+
+    def _sync(self) -> None:
+        """Bring both prefix sums up to date."""
+        self._sync_sums()
+        self._sync_increases()
 
     def _trim(self, now: float) -> None:
         cutoff = now - self.retention
@@ -155,9 +182,14 @@ class SignalWindow:
         n = len(tss)
         if i >= n:
             return None
-        if len(self._csum) != n:
-            self._sync()
-        total = self._csum[-1] - (self._csum[i - 1] if i > 0 else 0.0)
+        csum = self._csum
+        j = len(csum)
+        if j != n:
+            if j == n - 1 and j:  # _sync_sums for one new sample, inlined: the steady tick
+                csum.append(csum[-1] + self._vals[-1])
+            else:
+                self._sync_sums()
+        total = csum[-1] - (csum[i - 1] if i > 0 else 0.0)
         return total / (n - i)
 
     def max(self, now: float, span: float) -> float | None:
@@ -191,6 +223,13 @@ class SignalWindow:
         dt = self._ts[-1] - self._ts[i]
         if dt <= 0:
             return None
-        if len(self._cinc) != n:
-            self._sync()
-        return (self._cinc[-1] - self._cinc[i]) / dt
+        cinc = self._cinc
+        j = len(cinc)
+        if j != n:
+            if j == n - 1 and j:  # _sync_increases for one new sample, inlined
+                v = self._vals[-1]
+                prev = self._vals[-2]
+                cinc.append(cinc[-1] + (v - prev if v >= prev else v))
+            else:
+                self._sync_increases()
+        return (cinc[-1] - cinc[i]) / dt

@@ -33,6 +33,7 @@ class Engine:
         self._targets: dict[str, TargetRuntime] = {}
         self._order: list[TargetRuntime] = []
         self.unknown_observations = 0  # samples for targets we do not manage (counted, ignored)
+        self.unread_observations = 0  # samples of signals the target's policy does not read
         self.set_targets(targets)
 
     @classmethod
@@ -80,6 +81,7 @@ class Engine:
         windows: dict[str, SignalWindow] = {}
         key = None
         unknown = 0
+        unread = 0
         status = _STATUS
         try:
             # Observations are tuples: unpacking beats four named-field lookups on the hot path.
@@ -100,6 +102,10 @@ class Engine:
                             rt.status[signal] = value
                             rt.status_ts[signal] = ts
                         continue
+                    reads = rt.reads
+                    if reads is not None and signal not in reads:
+                        unread += 1  # no policy read: keeping it could not change a decision
+                        continue
                     w = rt.window(signal)
                 # SignalWindow.add, inlined: a call per sample is a fifth of the ingest cost at
                 # 60,000 samples a tick. Keep the two in step (tests/unit/test_engine.py checks).
@@ -116,6 +122,7 @@ class Engine:
                     w._trim(ts)
         finally:
             self.unknown_observations += unknown
+            self.unread_observations += unread
 
     def tick(self, now: float, observations: Iterable[Observation] = ()) -> list[Decision]:
         self.observe(observations)
@@ -180,7 +187,11 @@ class Engine:
                     stale.append(name)
         replicas, ok, actions = rt.guard_plan.apply(gst, snap, wanted, stale)
         token_plan = rt.token_plan
-        if token_plan is not None:
+        # Without a proposed rate, and without a last one to hold on stale signals, the token
+        # guards return None and change nothing: skip the call (most policies propose no rate).
+        if token_plan is not None and (
+            token_rate is not None or (not ok and gst.last_token_rate is not None)
+        ):
             token_rate = token_plan.apply(gst, now, token_rate, ok, actions)
         decision = _new(Decision)  # see the Snapshot above
         decision.target = rt.key

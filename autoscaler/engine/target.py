@@ -51,6 +51,7 @@ class TargetRuntime:
         "policy",
         "policy_name",
         "policy_state",
+        "reads",
         "ref",
         "required",
         "retention",
@@ -79,6 +80,13 @@ class TargetRuntime:
         self.policy_name = config.policy.name
         self.policy: Policy[Any, Any] = config.build_policy()
         self.required = self.policy.required_signals()
+        # The signals the policy reads (None: any), and the required ones the fallback guard
+        # watches. Samples of the others are not kept, and a window no longer read is dropped.
+        reads = self.policy.signals_read()
+        self.reads = None if reads is None else frozenset(reads).union(self.required)
+        if self.reads is not None:
+            for name in [n for n in self.windows if n not in self.reads]:
+                del self.windows[name]
         # The guard and token-limit config as plain attributes, read on every tick.
         if plans is None:
             plans = PlanCache()

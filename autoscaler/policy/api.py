@@ -60,6 +60,17 @@ class Policy(ABC, Generic[P, S]):
         """How far back the policy reads its signals (the engine keeps that much history)."""
         return 600.0
 
+    def signals_read(self) -> frozenset[str] | None:
+        """Every signal ``decide`` may read from the snapshot, or None (the default) for "any".
+
+        The engine keeps windows only for these (replica status aside): samples of other signals
+        are counted and dropped at ingest, which saves their cost on every tick and their memory.
+        A policy that declares a set must never read a signal outside it (it would see no data).
+        After a hot reload to a policy that reads a signal the old one did not, that signal's
+        history starts at the reload.
+        """
+        return None
+
     @abstractmethod
     def initial_state(self, snap: Snapshot) -> S:
         """State for a target seen for the first time (or after a restart)."""

@@ -36,8 +36,12 @@ from autoscaler.policy.api import Params
 from autoscaler.policy.compat.kubernetes import (
     HpaPolicy,
     ScalingRules,
-    scale_down_limit,
-    scale_up_limit,
+    generate_scale_down_rules,
+    generate_scale_up_rules,
+    scale_down_limit_resolved,
+    scale_down_limit_totals,
+    scale_up_limit_resolved,
+    scale_up_limit_totals,
 )
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -199,6 +203,9 @@ class GuardState:
 
     __slots__ = (
         "down_events",
+        "down_total",
+        "event_ts",
+        "events_in_order",
         "first_seen",
         "last_good",
         "last_token_rate",
@@ -206,6 +213,7 @@ class GuardState:
         "rec_max",
         "rec_min",
         "up_events",
+        "up_total",
         "zero_since",
     )
 
@@ -218,6 +226,12 @@ class GuardState:
         self.rec_min: deque[tuple[float, int]] = deque()
         self.up_events: deque[tuple[float, int]] = deque()
         self.down_events: deque[tuple[float, int]] = deque()
+        # The sums of the changes in up_events and down_events, and whether both were appended
+        # in time order (then every event kept is within the step period: see GuardPlan.apply).
+        self.up_total = 0
+        self.down_total = 0
+        self.event_ts = -math.inf
+        self.events_in_order = True
         self.last_token_rate: float | None = None
         self.last_token_ts: float | None = None
 
@@ -246,6 +260,7 @@ class GuardPlan:
         "min_replicas",
         "restart_hold",
         "restart_reason",
+        "single_period",
         "stab",
         "stab_down",
         "stab_down_reason",
@@ -277,9 +292,16 @@ class GuardPlan:
         # Computed here rather than read from the cached properties, which a model_copy of the
         # Guards would carry over unchanged.
         self.keep = max((r.period_seconds for r in (g.step_up, g.step_down) if r), default=0)
-        self.step_up = g.step_up.rules() if g.step_up is not None else None
+        # One period for every step rule: each rule then counts every event kept (see apply).
+        self.single_period = all(
+            r.period_seconds == self.keep for r in (g.step_up, g.step_down) if r
+        )
+        # The HPA rules filled in once (generate_*_rules), not by every limit computation.
+        self.step_up = generate_scale_up_rules(g.step_up.rules()) if g.step_up is not None else None
         self.step_up_period = f"{g.step_up.period_seconds:g}" if g.step_up is not None else ""
-        self.step_down = g.step_down.rules() if g.step_down is not None else None
+        self.step_down = (
+            generate_scale_down_rules(g.step_down.rules()) if g.step_down is not None else None
+        )
         self.step_down_period = f"{g.step_down.period_seconds:g}" if g.step_down is not None else ""
         self.min_replicas = g.min_replicas
         self.max_replicas = g.max_replicas
@@ -400,17 +422,28 @@ class GuardPlan:
         # as in the HPA's limit_rate, a scale-up limit is never below current nor a scale-down
         # limit above it (current lags the events while the last decision is not applied yet).
         # The (change, age) lists are built only when a rule applies: they are the costly part.
+        # With one period for every rule and the events appended in time order, every event
+        # kept is younger than the period (the older ones are a prefix, dropped here), so each
+        # rule's sums are the running totals: O(1) instead of O(events in the period). At a NaN
+        # time no event counts, and the sums are taken the long way.
         keep = self.keep
         if keep:
             dq = st.up_events
             while dq and now - dq[0][0] >= keep:
-                dq.popleft()
+                st.up_total -= dq.popleft()[1]
             dq = st.down_events
             while dq and now - dq[0][0] >= keep:
-                dq.popleft()
+                st.down_total -= dq.popleft()[1]
+            if not st.events_in_order and not st.up_events and not dq:
+                st.events_in_order = True
+                st.event_ts = -math.inf
         if self.step_up is not None and want > current:
-            ups, downs = _ages(st.up_events, now), _ages(st.down_events, now)
-            limit = max(scale_up_limit(current, ups, downs, self.step_up), current)
+            if self.single_period and st.events_in_order and now == now:  # now: not NaN
+                limit = scale_up_limit_totals(current, st.up_total, st.down_total, self.step_up)
+            else:
+                ups, downs = _ages(st.up_events, now), _ages(st.down_events, now)
+                limit = scale_up_limit_resolved(current, ups, downs, self.step_up)
+            limit = max(limit, current)
             if want > limit:
                 actions.append(
                     GuardAction(
@@ -419,8 +452,12 @@ class GuardPlan:
                 )
                 want = limit
         if self.step_down is not None and want < current:
-            ups, downs = _ages(st.up_events, now), _ages(st.down_events, now)
-            limit = min(scale_down_limit(current, ups, downs, self.step_down), current)
+            if self.single_period and st.events_in_order and now == now:
+                limit = scale_down_limit_totals(current, st.up_total, st.down_total, self.step_down)
+            else:
+                ups, downs = _ages(st.up_events, now), _ages(st.down_events, now)
+                limit = scale_down_limit_resolved(current, ups, downs, self.step_down)
+            limit = min(limit, current)
             if want < limit:
                 actions.append(
                     GuardAction(
@@ -448,11 +485,16 @@ class GuardPlan:
 
         if signals_ok:
             st.last_good = want
-        if keep:  # without step rules nobody reads the events
+        if keep and want != current:  # without step rules nobody reads the events
+            if not st.event_ts <= now:  # earlier than the last event, or NaN
+                st.events_in_order = False
+            st.event_ts = now
             if want > current:
                 st.up_events.append((now, want - current))
-            elif want < current:
+                st.up_total += want - current
+            else:
                 st.down_events.append((now, current - want))  # upstream stores positive counts
+                st.down_total += current - want
         return want, signals_ok, actions
 
 

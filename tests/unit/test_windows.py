@@ -254,7 +254,8 @@ def test_lazy_prefix_sums_are_bit_identical_to_eager_ones(seed: int) -> None:
             assert (lazy.mean(t, 30), lazy.rate(t, 30), lazy.mean(t, 7), lazy.rate(t, 40)) == (
                 answers
             )
-    assert lazy.mean(t, 30) == eager.mean(t, 30)  # brings the lazy sums up to date
+    assert lazy.mean(t, 30) == eager.mean(t, 30)  # brings the lazy value sums up to date
+    assert lazy.rate(t, 30) == eager.rate(t, 30)  # and the counter-increase sums
     assert len(eager) == len(lazy)
     assert eager._start == lazy._start
     assert eager._csum == lazy._csum and eager._cinc == lazy._cinc

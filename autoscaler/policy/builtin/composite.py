@@ -56,6 +56,16 @@ class MaxPolicy(Policy[MaxParams, MaxState]):
     def retention_seconds(self) -> float:
         return max(m.retention_seconds() for m in self.members)
 
+    def signals_read(self) -> frozenset[str] | None:
+        read: set[str] = set()
+        for m, required in zip(self.members, self._required, strict=True):
+            member = m.signals_read()
+            if member is None:
+                return None
+            read |= member
+            read.update(required)  # _member_fresh reads them
+        return frozenset(read)
+
     def initial_state(self, snap: Snapshot) -> MaxState:
         return MaxState(
             [m.initial_state(snap) for m in self.members], tuple(m.name for m in self.members)

@@ -46,6 +46,9 @@ class GpuPolicy(Policy[GpuParams, GpuState]):
     def retention_seconds(self) -> float:
         return self.params.window_seconds
 
+    def signals_read(self) -> frozenset[str]:
+        return frozenset((self.params.signal,))
+
     def initial_state(self, snap: Snapshot) -> GpuState:
         return GpuState()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,9 +18,15 @@ from autoscaler.policy.compat.kubernetes import (
     Tolerance,
     generate_scale_down_rules,
     generate_scale_up_rules,
+    limit_down,
     limit_rate,
+    limit_up,
     replicas_for_external_average,
     replicas_for_external_metric,
+    scale_down_limit_resolved,
+    scale_down_limit_totals,
+    scale_up_limit_resolved,
+    scale_up_limit_totals,
     stabilization_windows,
     stabilize,
 )
@@ -79,15 +87,17 @@ class BehaviorRules:
     up_window: int
     down_window: int
     period: int  # the longest rate-policy period: how long scale events matter
+    # Every rate policy has that period (upstream's defaults do): each then counts every event
+    # kept, so HpaMemory keeps running totals instead of summing the events on every call.
+    single_period: bool = False
 
     @classmethod
     def of(cls, behavior: Behavior) -> BehaviorRules:
         up, down = behavior.up(), behavior.down()
         up_w, down_w = behavior.windows()
-        period = max(
-            [p.period_seconds for p in (*(up.policies or ()), *(down.policies or ()))] or [0]
-        )
-        return cls(up, down, up_w, down_w, period)
+        periods = [p.period_seconds for p in (*(up.policies or ()), *(down.policies or ()))]
+        period = max(periods or [0])
+        return cls(up, down, up_w, down_w, period, all(p == period for p in periods))
 
 
 def metric_value(snap: Snapshot, m: HpaMetric) -> float | None:
@@ -120,13 +130,44 @@ def combine(current: int, proposals: list[int | None]) -> int | None:
     return best
 
 
+Stamped = tuple[float, int]  # (time, replicas or replica change)
+
+
+def _in_order(*queues: deque[Stamped]) -> bool:
+    """Every queue's timestamps are non-decreasing (False on NaN)."""
+    for q in queues:
+        prev = -math.inf
+        for t, _ in q:
+            if not prev <= t:
+                return False
+            prev = t
+    return True
+
+
 @dataclass(slots=True)
 class HpaMemory:
-    """The HPA controller's per-object memory: timestamped recommendations and scale events."""
+    """The HPA controller's per-object memory: timestamped recommendations and scale events.
 
-    recommendations: list[tuple[float, int]] = field(default_factory=list)
-    up_events: list[tuple[float, int]] = field(default_factory=list)
-    down_events: list[tuple[float, int]] = field(default_factory=list)
+    ``normalize`` is upstream's arithmetic on the entries younger than the longest window, in
+    O(1) amortised time per call: while the calls come in time order, the expired entries are
+    a prefix of each queue (dropped from the left) and the extremes over each stabilization
+    window come from monotonic queues (``rec_min``, ``rec_max``). A call earlier than the last one
+    (or at NaN) is computed the plain way, over every entry, until the entries are in order again.
+    Both ways give the same replicas, reasons and entries.
+    """
+
+    recommendations: deque[Stamped] = field(default_factory=deque)
+    up_events: deque[Stamped] = field(default_factory=deque)
+    down_events: deque[Stamped] = field(default_factory=deque)
+    # Recommendations in the up (down) window that no younger one undercuts (exceeds): the
+    # window's minimum (maximum) is the leftmost. Valid while ``in_order``, for ``windows``.
+    rec_min: deque[Stamped] = field(default_factory=deque, compare=False, repr=False)
+    rec_max: deque[Stamped] = field(default_factory=deque, compare=False, repr=False)
+    windows: tuple[int, int] = field(default=(-1, -1), compare=False, repr=False)
+    in_order: bool = field(default=True, compare=False, repr=False)
+    # The sums of the changes in up_events and down_events.
+    up_total: int = field(default=0, compare=False, repr=False)
+    down_total: int = field(default=0, compare=False, repr=False)
 
     def normalize(
         self,
@@ -139,20 +180,125 @@ class HpaMemory:
     ) -> tuple[int, str]:
         """A.4 steps 7-8: stabilize both ways, then the behavior rate limits; store the event."""
         rules = behavior if isinstance(behavior, BehaviorRules) else BehaviorRules.of(behavior)
+        recs = self.recommendations
+        if not (self.in_order and (not recs or recs[-1][0] <= now)):
+            return self._normalize_plain(now, current, desired, lo, hi, rules)
+        up_w, down_w = rules.up_window, rules.down_window
+        if self.windows != (up_w, down_w):
+            self._rebuild(up_w, down_w)
+        keep = up_w if up_w > down_w else down_w
+        # Entries in time order: the ones upstream drops (now - t >= keep, NaN included) are a
+        # prefix, as are those outside each window.
+        while recs and not now - recs[0][0] < keep:
+            recs.popleft()
+        rec_min = self.rec_min
+        while rec_min and not now - rec_min[0][0] < up_w:
+            rec_min.popleft()
+        rec_max = self.rec_max
+        while rec_max and not now - rec_max[0][0] < down_w:
+            rec_max.popleft()
+        # stabilize(): up = min(desired, window), down = max(desired, window); from current,
+        # raise to up, then lower to down.
+        up = desired
+        if rec_min and rec_min[0][1] < up:
+            up = rec_min[0][1]
+        down = desired
+        if rec_max and rec_max[0][1] > down:
+            down = rec_max[0][1]
+        stabilized = current
+        if stabilized < up:
+            stabilized = up
+        if stabilized > down:
+            stabilized = down
+        rec = (now, desired)
+        recs.append(rec)
+        while rec_min and rec_min[-1][1] >= desired:
+            rec_min.pop()
+        rec_min.append(rec)
+        while rec_max and rec_max[-1][1] <= desired:
+            rec_max.pop()
+        rec_max.append(rec)
+        period = rules.period
+        ups = self.up_events
+        while ups and not now - ups[0][0] < period:
+            self.up_total -= ups.popleft()[1]
+        downs = self.down_events
+        while downs and not now - downs[0][0] < period:
+            self.down_total -= downs.popleft()[1]
+        # limit_rate(), with the rules filled in once (BehaviorRules). With one period for every
+        # policy, each policy's sums are the totals of the events kept.
+        if stabilized > current:
+            if rules.single_period:
+                limit = scale_up_limit_totals(current, self.up_total, self.down_total, rules.up)
+            else:
+                limit = scale_up_limit_resolved(
+                    current,
+                    [(c, now - t) for t, c in ups],
+                    [(c, now - t) for t, c in downs],
+                    rules.up,
+                )
+            final, reason = limit_up(current, stabilized, hi, limit)
+        elif stabilized < current:
+            if rules.single_period:
+                limit = scale_down_limit_totals(current, self.up_total, self.down_total, rules.down)
+            else:
+                limit = scale_down_limit_resolved(
+                    current,
+                    [(c, now - t) for t, c in ups],
+                    [(c, now - t) for t, c in downs],
+                    rules.down,
+                )
+            final, reason = limit_down(current, stabilized, lo, limit)
+        else:
+            final, reason = stabilized, "DesiredWithinRange"
+        if final > current:
+            ups.append((now, final - current))
+            self.up_total += final - current
+        elif final < current:
+            downs.append((now, current - final))
+            self.down_total += current - final
+        return final, reason
+
+    def _normalize_plain(
+        self, now: float, current: int, desired: int, lo: int, hi: int, rules: BehaviorRules
+    ) -> tuple[int, str]:
+        """``normalize`` over every entry: for calls out of time order."""
         up_w, down_w = rules.up_window, rules.down_window
         keep = max(up_w, down_w)
-        self.recommendations = [(t, r) for t, r in self.recommendations if now - t < keep]
-        recs = [(r, now - t) for t, r in self.recommendations]
+        kept = [(t, r) for t, r in self.recommendations if now - t < keep]
+        recs = [(r, now - t) for t, r in kept]
         stabilized = stabilize(current, desired, recs, up_w, down_w)
-        self.recommendations.append((now, desired))
+        kept.append((now, desired))
+        self.recommendations = deque(kept)
         period = rules.period
-        self.up_events = [(t, c) for t, c in self.up_events if now - t < period]
-        self.down_events = [(t, c) for t, c in self.down_events if now - t < period]
-        ups = [(c, now - t) for t, c in self.up_events]
-        downs = [(c, now - t) for t, c in self.down_events]
+        up_events = [(t, c) for t, c in self.up_events if now - t < period]
+        down_events = [(t, c) for t, c in self.down_events if now - t < period]
+        ups = [(c, now - t) for t, c in up_events]
+        downs = [(c, now - t) for t, c in down_events]
         final, reason = limit_rate(current, stabilized, lo, hi, rules.up, rules.down, ups, downs)
         if final > current:
-            self.up_events.append((now, final - current))
+            up_events.append((now, final - current))
         elif final < current:
-            self.down_events.append((now, current - final))
+            down_events.append((now, current - final))
+        self.up_events = deque(up_events)
+        self.down_events = deque(down_events)
+        self.up_total = sum(c for _, c in up_events)
+        self.down_total = sum(c for _, c in down_events)
+        self.in_order = _in_order(self.recommendations, self.up_events, self.down_events)
+        self.windows = (-1, -1)  # rebuilt from the entries when back in order
         return final, reason
+
+    def _rebuild(self, up_w: int, down_w: int) -> None:
+        """The monotonic queues from the (in order) recommendations; pruned at the next call."""
+        self.rec_min.clear()
+        self.rec_max.clear()
+        rec_min, rec_max = self.rec_min, self.rec_max
+        for rec in self.recommendations:
+            r = rec[1]
+            while rec_min and rec_min[-1][1] >= r:
+                rec_min.pop()
+            rec_min.append(rec)
+            while rec_max and rec_max[-1][1] <= r:
+                rec_max.pop()
+            rec_max.append(rec)
+        self.windows = (up_w, down_w)

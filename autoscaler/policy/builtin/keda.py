@@ -85,6 +85,9 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
     def retention_seconds(self) -> float:
         return max(60.0, self.params.trigger.window_seconds)
 
+    def signals_read(self) -> frozenset[str]:
+        return frozenset((self.params.trigger.signal,))
+
     def initial_state(self, snap: Snapshot) -> KedaState:
         return KedaState(created=snap.now)
 

@@ -108,6 +108,9 @@ class KpaPolicy(Policy[KpaParams, KpaState]):
     def retention_seconds(self) -> float:
         return self.params.stable_window_seconds
 
+    def signals_read(self) -> frozenset[str]:
+        return frozenset((self.params.signal_name,))
+
     def initial_state(self, snap: Snapshot) -> KpaState:
         return KpaState(KpaDecider(self.spec, snap.now, snap.ready))
 
@@ -132,5 +135,6 @@ class KpaPolicy(Policy[KpaParams, KpaState]):
             self._panic_key: panic or 0.0,
             "excess_burst_capacity": float(res.excess_burst_capacity),
         }
-        reason = "kpa panic" if decider.panicking else "kpa stable"
+        # decider.panicking, read without the property call.
+        reason = "kpa panic" if decider.panic_since is not None else "kpa stable"
         return new_tuple(Proposal, (res.desired, None, reason, inputs)), state

@@ -53,6 +53,9 @@ class QueuePolicy(Policy[QueueParams, QueueState]):
     def retention_seconds(self) -> float:
         return self.params.window_seconds
 
+    def signals_read(self) -> frozenset[str]:
+        return frozenset((self.params.signal,))
+
     def initial_state(self, snap: Snapshot) -> QueueState:
         return QueueState()
 

@@ -32,6 +32,9 @@ class StaticPolicy(Policy[StaticParams, StaticState]):
     def retention_seconds(self) -> float:
         return 1.0
 
+    def signals_read(self) -> frozenset[str]:
+        return frozenset()
+
     def initial_state(self, snap: Snapshot) -> StaticState:
         return StaticState()
 

@@ -76,6 +76,13 @@ class TokensPolicy(Policy[TokensParams, TokensState]):
     def retention_seconds(self) -> float:
         return self.params.window_seconds
 
+    def signals_read(self) -> frozenset[str]:
+        p = self.params
+        read = {p.gauge} if p.gauge is not None else set(p.counters)
+        if p.include_throttled:
+            read.add(signals.THROTTLED_TOKENS_PER_SECOND)
+        return frozenset(read)
+
     def initial_state(self, snap: Snapshot) -> TokensState:
         return TokensState()
 

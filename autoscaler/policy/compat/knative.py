@@ -52,6 +52,10 @@ TICK_INTERVAL_SECONDS: Final = 2
 _TICK_INTERVAL_NS: Final = TICK_INTERVAL_SECONDS * _NS_PER_SECOND
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
 def _to_ns(seconds: float) -> int:
     """Float seconds -> integer nanoseconds, the unit of Go's ``time.Time``/``time.Duration``.
 
@@ -526,12 +530,18 @@ class KpaDecider:
             raise ValueError(f"ready_pods must be >= 0, not {ready_pods}")
         if stable_value is None or panic_value is None:
             return INVALID_RESULT
-        if not (math.isfinite(stable_value) and math.isfinite(panic_value)):
+        # math.isfinite of both, without two calls: x - x is 0 for finite numbers, NaN otherwise.
+        if not (stable_value - stable_value == 0.0 and panic_value - panic_value == 0.0):
             return INVALID_RESULT
 
+        # The builtins max()/min() are written out below as the comparisons they make (max(a, b)
+        # is b only when b > a, min(a, b) b only when b < a): this runs per target per tick, and
+        # the builtins parse keyword arguments on every call.
         spec = self._spec
         # Rate limits and the panic ratio use at least one pod, so growth from 0 is possible.
-        ready = max(1.0, float(ready_pods))
+        ready = float(ready_pods)
+        if not ready > 1.0:
+            ready = 1.0  # max(1.0, float(ready_pods))
 
         # ceil/floor guarantee a move of at least one pod even for rates close to 1
         # (e.g. rate 1.1 with 2 pods -> up limit 3). An unreachable revision (routing state
@@ -544,8 +554,11 @@ class KpaDecider:
         raw_stable = float(math.ceil(stable_value / spec.target_value))
         raw_panic = float(math.ceil(panic_value / spec.target_value))
 
-        stable_pods = int(min(max(raw_stable, max_scale_down), max_scale_up))
-        panic_pods = int(min(max(raw_panic, max_scale_down), max_scale_up))
+        # int(min(max(raw, max_scale_down), max_scale_up)) for both.
+        clamped = max_scale_down if max_scale_down > raw_stable else raw_stable
+        stable_pods = int(max_scale_up if max_scale_up < clamped else clamped)
+        clamped = max_scale_down if max_scale_down > raw_panic else raw_panic
+        panic_pods = int(max_scale_up if max_scale_up < clamped else clamped)
 
         # Activation scale applies after the rate clamp (so it may exceed the up limit), and only
         # to a non-zero raw count, so it never lifts an idle revision off zero.
@@ -558,23 +571,22 @@ class KpaDecider:
         # The panic test uses the *unclamped* panic count over the pods ready now.
         over_threshold = raw_panic / ready >= spec.panic_threshold
 
-        now_ns = _to_ns(now)
         if over_threshold:
             # Enter panic, or push its start forward while the surge lasts.
             self.panic_since = now
-        elif (
-            self.panic_since is not None
-            and _to_ns(self.panic_since) + _to_ns(spec.stable_window) < now_ns
-        ):
-            # Leave panic only once a full stable window (strictly) has passed since the last
-            # over-threshold tick: by then the surge is in the stable average.
-            self.panic_since = None
-            self.max_panic_pods = 0
+        elif self.panic_since is not None:
+            panic_end_ns = _to_ns(self.panic_since) + _to_ns(spec.stable_window)
+            if panic_end_ns < _to_ns(now):
+                # Leave panic only once a full stable window (strictly) has passed since the
+                # last over-threshold tick: by then the surge is in the stable average.
+                self.panic_since = None
+                self.max_panic_pods = 0
 
         desired = stable_pods
         if self.panic_since is not None:
             # Provision for the larger of the two windows, and never scale down while panicking.
-            desired = max(desired, panic_pods)
+            if panic_pods > desired:  # max(desired, panic_pods)
+                desired = panic_pods
             if desired > self.max_panic_pods:
                 self.max_panic_pods = desired
             desired = self.max_panic_pods
@@ -582,7 +594,7 @@ class KpaDecider:
         # Scale-down delay: the max over the last ceil(delay / 2 s) slots. Skipped for an
         # unreachable revision (knative/serving#15831), whose traffic has already moved away.
         if spec.reachable and self._delay_window is not None:
-            self._delay_window.record(now_ns, desired)
+            self._delay_window.record(_to_ns(now), desired)
             desired = self._delay_window.current()
 
         # EBC uses the panic value so that activator placement reacts quickly; it uses the raw
@@ -595,4 +607,9 @@ class KpaDecider:
             total_capacity = float(ready_pods) * spec.total_value
             excess_bc = float(math.floor(total_capacity - tbc - panic_value))
 
-        return KpaResult(valid=True, desired=desired, excess_burst_capacity=int(excess_bc))
+        # KpaResult(True, desired, int(excess_bc)), without the frozen dataclass's __init__.
+        result = _new(KpaResult)
+        _set(result, "valid", True)
+        _set(result, "desired", desired)
+        _set(result, "excess_burst_capacity", int(excess_bc))
+        return result

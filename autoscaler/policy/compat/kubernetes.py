@@ -74,7 +74,9 @@ __all__ = [
     "generate_scale_down_rules",
     "generate_scale_up_rules",
     "legacy_scale_up_limit",
+    "limit_down",
     "limit_rate",
+    "limit_up",
     "normalize_with_behaviors",
     "normalize_without_behavior",
     "replicas_change_per_period",
@@ -86,7 +88,11 @@ __all__ = [
     "replicas_for_resource_utilization",
     "replicas_for_resource_value",
     "scale_down_limit",
+    "scale_down_limit_resolved",
+    "scale_down_limit_totals",
     "scale_up_limit",
+    "scale_up_limit_resolved",
+    "scale_up_limit_totals",
     "stabilization_windows",
     "stabilize",
     "stabilize_without_behavior",
@@ -759,7 +765,17 @@ def scale_up_limit(
     float64. ``Max`` (default) keeps the largest proposal and ``Min`` the smallest. The result
     may be below ``current``; :func:`limit_rate` floors it.
     """
-    resolved = generate_scale_up_rules(rules)
+    return scale_up_limit_resolved(current, up_events, down_events, generate_scale_up_rules(rules))
+
+
+def scale_up_limit_resolved(
+    current: int,
+    up_events: Sequence[ScaleEvent],
+    down_events: Sequence[ScaleEvent],
+    resolved: ScalingRules,
+) -> int:
+    """:func:`scale_up_limit` on rules already filled in by :func:`generate_scale_up_rules`
+    (filling them in again gives equal rules: callers that keep them skip that work)."""
     if resolved.select_policy == "Disabled":
         return current
     pick_min = resolved.select_policy == "Min"
@@ -768,6 +784,23 @@ def scale_up_limit(
         added = replicas_change_per_period(policy.period_seconds, up_events)
         deleted = replicas_change_per_period(policy.period_seconds, down_events)
         period_start = current - added + deleted
+        if policy.type == "Pods":
+            proposed = period_start + policy.value
+        else:
+            proposed = math.ceil(float(period_start) * (1 + float(policy.value) / 100))
+        result = min(result, proposed) if pick_min else max(result, proposed)
+    return result
+
+
+def scale_up_limit_totals(current: int, added: int, deleted: int, resolved: ScalingRules) -> int:
+    """:func:`scale_up_limit_resolved` for rules whose policies all share one period, given the
+    replicas added and deleted within it (what each policy would sum from the events)."""
+    if resolved.select_policy == "Disabled":
+        return current
+    pick_min = resolved.select_policy == "Min"
+    result = MAX_INT32 if pick_min else MIN_INT32
+    period_start = current - added + deleted
+    for policy in resolved.policies or ():
         if policy.type == "Pods":
             proposed = period_start + policy.value
         else:
@@ -792,7 +825,18 @@ def scale_down_limit(
     truncates. ``Max`` (default, the largest change) keeps the smallest proposal and ``Min``
     the largest. The result may exceed ``current``; :func:`limit_rate` caps it.
     """
-    resolved = generate_scale_down_rules(rules)
+    return scale_down_limit_resolved(
+        current, up_events, down_events, generate_scale_down_rules(rules)
+    )
+
+
+def scale_down_limit_resolved(
+    current: int,
+    up_events: Sequence[ScaleEvent],
+    down_events: Sequence[ScaleEvent],
+    resolved: ScalingRules,
+) -> int:
+    """:func:`scale_down_limit` on rules already filled in by :func:`generate_scale_down_rules`."""
     if resolved.select_policy == "Disabled":
         return current
     pick_max = resolved.select_policy == "Min"
@@ -801,6 +845,23 @@ def scale_down_limit(
         added = replicas_change_per_period(policy.period_seconds, up_events)
         deleted = replicas_change_per_period(policy.period_seconds, down_events)
         period_start = current - added + deleted
+        if policy.type == "Pods":
+            proposed = period_start - policy.value
+        else:
+            proposed = _trunc_to_int(float(period_start) * (1 - float(policy.value) / 100))
+        result = max(result, proposed) if pick_max else min(result, proposed)
+    return result
+
+
+def scale_down_limit_totals(current: int, added: int, deleted: int, resolved: ScalingRules) -> int:
+    """:func:`scale_down_limit_resolved` for rules whose policies all share one period (see
+    :func:`scale_up_limit_totals`)."""
+    if resolved.select_policy == "Disabled":
+        return current
+    pick_max = resolved.select_policy == "Min"
+    result = MIN_INT32 if pick_max else MAX_INT32
+    period_start = current - added + deleted
+    for policy in resolved.policies or ():
         if policy.type == "Pods":
             proposed = period_start - policy.value
         else:
@@ -833,22 +894,34 @@ def limit_rate(
     """
     if desired > current:
         up_limit = scale_up_limit(current, up_events, down_events, scale_up_rules)
-        up_limit = max(up_limit, current)
-        if max_replicas > up_limit:
-            maximum_allowed, reason = up_limit, "ScaleUpLimit"
-        else:
-            maximum_allowed, reason = max_replicas, "TooManyReplicas"
-        if desired > maximum_allowed:
-            return maximum_allowed, reason
-    elif desired < current:
+        return limit_up(current, desired, max_replicas, up_limit)
+    if desired < current:
         down_limit = scale_down_limit(current, up_events, down_events, scale_down_rules)
-        down_limit = min(down_limit, current)
-        if min_replicas < down_limit:
-            minimum_allowed, reason = down_limit, "ScaleDownLimit"
-        else:
-            minimum_allowed, reason = min_replicas, "TooFewReplicas"
-        if desired < minimum_allowed:
-            return minimum_allowed, reason
+        return limit_down(current, desired, min_replicas, down_limit)
+    return desired, "DesiredWithinRange"
+
+
+def limit_up(current: int, desired: int, max_replicas: int, up_limit: int) -> tuple[int, str]:
+    """:func:`limit_rate` going up (``desired > current``), given the policies' limit."""
+    up_limit = max(up_limit, current)
+    if max_replicas > up_limit:
+        maximum_allowed, reason = up_limit, "ScaleUpLimit"
+    else:
+        maximum_allowed, reason = max_replicas, "TooManyReplicas"
+    if desired > maximum_allowed:
+        return maximum_allowed, reason
+    return desired, "DesiredWithinRange"
+
+
+def limit_down(current: int, desired: int, min_replicas: int, down_limit: int) -> tuple[int, str]:
+    """:func:`limit_rate` going down (``desired < current``), given the policies' limit."""
+    down_limit = min(down_limit, current)
+    if min_replicas < down_limit:
+        minimum_allowed, reason = down_limit, "ScaleDownLimit"
+    else:
+        minimum_allowed, reason = min_replicas, "TooFewReplicas"
+    if desired < minimum_allowed:
+        return minimum_allowed, reason
     return desired, "DesiredWithinRange"
 
 
