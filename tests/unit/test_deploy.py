@@ -1,8 +1,10 @@
 """deploy/: the Helm chart, the plain manifests, the Grafana dashboard and the examples.
 
-Helm is not installable here, so the chart is rendered by deploy/render_chart.py, a renderer
-for exactly the template subset the chart uses (deploy/README.md gives the ``helm template``
-check for a machine that has helm). What holds:
+The chart is rendered by deploy/render_chart.py, a renderer for exactly the template subset the
+chart uses, and by Helm's own engine (helm-python-sdk: Helm 4's Go SDK as a C library, since no
+helm binary is installable here): the two must give the same objects, under default and
+non-default values and another release and namespace, and ``helm lint --strict`` finds nothing.
+What holds:
 
 - the chart renders to valid objects of the expected kinds, and equals deploy/manifests, so the
   two never drift; every reference inside resolves (service account, ConfigMap, roles, ports,
@@ -230,6 +232,70 @@ def test_plain_manifests_equal_the_rendered_chart() -> None:
         assert plain[k] == obj, f"deploy/manifests differ from the chart for {k}"
     monitoring = load_yaml_dir(MANIFESTS / "monitoring")
     assert monitoring == by_kind(render(serviceMonitor={"enabled": True}), "ServiceMonitor")
+
+
+def _helm() -> ModuleType:
+    """Helm's own engine (helm-python-sdk, a test dependency): skipped on a developer machine
+    without it, a failure in CI."""
+    try:
+        import helm_python
+    except ImportError:
+        skip_or_fail("helm-python-sdk is not installed (pip install -e '.[test]')")
+    return helm_python
+
+
+def helm_render(release: str, namespace: str, **values: Any) -> list[dict[str, Any]]:
+    """``helm template``, by Helm's own Go engine (helm-python-sdk binds libhelm_c)."""
+    helm = _helm()
+    files = helm.Chart.load(CHART).render(
+        values or None, name=release, namespace=namespace, is_install=True
+    )
+    objects = []
+    for name in sorted(files):
+        objects.extend(d for d in yaml.safe_load_all(files[name]) if d)
+    return objects
+
+
+@pytest.mark.parametrize(
+    ("release", "namespace", "values"),
+    [
+        (RELEASE, NAMESPACE, {}),
+        (RELEASE, NAMESPACE, {"serviceMonitor": {"enabled": True}}),
+        (
+            "scaler",
+            "ops",
+            {
+                "replicaCount": 3,
+                "dryRun": True,
+                "settings": {"namespaces": "llm,batch", "tickSeconds": 2.0},
+                "podAnnotations": {"example.com/a": "b"},
+                "nodeSelector": {"pool": "system"},
+                "tolerations": [{"key": "system", "operator": "Exists"}],
+                "priorityClassName": "system-cluster-critical",
+                "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            },
+        ),
+    ],
+)
+def test_real_helm_renders_exactly_what_the_renderer_renders(
+    release: str, namespace: str, values: dict[str, Any]
+) -> None:
+    """Every other test here reads deploy/render_chart.py's output; this holds it to Helm's."""
+    by_helm = {key(o): o for o in helm_render(release, namespace, **values)}
+    ours = {
+        key(o): o for o in rc.render(CHART, release=release, namespace=namespace, values=values)
+    }
+    assert sorted(by_helm) == sorted(ours)
+    for k, obj in ours.items():
+        assert by_helm[k] == obj, f"helm renders {k} differently"
+
+
+def test_helm_lint_strict_finds_nothing_wrong() -> None:
+    helm = _helm()
+    report = helm.lint(str(CHART), strict=True, namespace=NAMESPACE)
+    assert report["errors"] == []
+    # severity 1 is informational ("icon is recommended"); 2 warning, 3 error
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
 def _selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
