@@ -11,7 +11,10 @@ history it warms up on, every figure covers the second half. Writes, per scenari
 ``results/<name>/results.json``, ``report.md`` and plots (the test half), ``tune/<stem>/``
 (tuned YAML and frontier per policy) and ``summary.md`` (table, verdict against the autoscaler
 baselines, comparison with tuned static); then ``results/summary.md`` and the table section of
-``simulations/README.md``. Run from the repository root; traces are read from ../shared/traces.
+``simulations/README.md``. Run from the repository root; traces are read from ../shared/traces,
+or built from them first for a scenario with a ``build:`` recipe (``ensure_trace``); a scenario's
+``tickSeconds`` sets the control tick of all its policies (``with_tick``). ``--tick-check S``
+replays those scenarios' committed tuned policies at another tick instead of running.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from autoscaler.service.clock import perf_timer
 from autoscaler.sim.cluster_config import load_cluster
 from autoscaler.sim.report import write_report
 from autoscaler.sim.runner import simulate
+from autoscaler.sim.synth import write_csv
 from autoscaler.sim.traces import load_trace
+from autoscaler.sim.traces.longhorizon import (
+    ALIBABA_QPS_SCALE,
+    SERVEGEN_M_SMALL_SCALE,
+    build_alibaba_qps,
+    build_servegen,
+)
 from autoscaler.sim.tune import (
     default_space_file,
     load_space,
@@ -53,6 +63,8 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 #: Per-minute arrival CV below which a test half counts as flat (no trough to harvest): the
 #: Mooncake half is 0.11, Azure conversation 0.31, Azure code 0.87, Alibaba diffusion 1.99.
 FLAT_CV = 0.5
+#: A test half shorter than this (the 1-hour traces' halves) has no daily cycle at all.
+SHORT_S = 6 * 3600.0
 SAVING = 0.25  # the issue's bar: >= 25% fewer GPU-hours than the cheapest baseline meeting it
 SLO_PARAM = "spec.targets[0].policy.params.sloTtftSeconds"
 COUNTS = {
@@ -73,8 +85,16 @@ KEYS = {
     "tune",
     "budget",
     "maxReplicas",
+    "tickSeconds",
+    "build",
 }
 REQUIRED = ("name", "trace", "cluster")
+#: ``build:`` keys (a trace run_all makes from ../shared/traces; docs/tuning.md).
+BUILD_KEYS = {"source", "archive", "startHours", "endHours", "rateScale", "tokenProfile"}
+BUILD_SOURCES = ("servegen", "alibaba-qps")
+#: Bumped whenever the builders change what they write for the same inputs: a stamp with
+#: another version is rebuilt.
+BUILD_VERSION = 1
 
 
 def check_scenarios(scenarios: Any) -> list[str]:
@@ -104,7 +124,126 @@ def check_scenarios(scenarios: Any) -> list[str]:
         for f in files:
             if f is not None and not (ROOT / f).is_file():
                 problems.append(f"{where}: no such file {f}")
+        problems += _check_protocol(sc, where)
     return problems
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
+def _check_protocol(sc: dict[str, Any], where: str) -> list[str]:
+    """Problems in a scenario's ``tickSeconds`` and ``build`` entries."""
+    problems = []
+    if "tickSeconds" in sc and not _positive(sc["tickSeconds"]):
+        problems.append(f"{where}: tickSeconds must be a number > 0, got {sc['tickSeconds']!r}")
+    if "build" not in sc:
+        return problems
+    b = sc["build"]
+    if not isinstance(b, dict):
+        return [*problems, f"{where}: build must be a mapping"]
+    problems += [f"{where}: build: unknown key {k!r}" for k in sorted(set(b) - BUILD_KEYS)]
+    if b.get("source") not in BUILD_SOURCES:
+        problems.append(f"{where}: build.source must be one of {', '.join(BUILD_SOURCES)}")
+    if "archive" not in b:
+        problems.append(f"{where}: build: required key 'archive' is missing")
+    elif not (ROOT / str(b["archive"])).is_file():
+        problems.append(f"{where}: build: no such file {b['archive']}")
+    for k in ("rateScale", "endHours"):
+        if k in b and not _positive(b[k]):
+            problems.append(f"{where}: build.{k} must be a number > 0, got {b[k]!r}")
+    start = b.get("startHours", 0)
+    if not (isinstance(start, int | float) and not isinstance(start, bool) and start >= 0):
+        problems.append(f"{where}: build.startHours must be a number >= 0, got {start!r}")
+    elif _positive(b.get("endHours")) and b["endHours"] <= start:
+        problems.append(f"{where}: build.endHours must be > startHours ({start:g})")
+    return problems
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_recipe(b: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Everything a built trace depends on: the builder, its inputs (the source archive by
+    content hash) and the seed. Two equal recipes give byte-identical CSVs."""
+    return {
+        "builder_version": BUILD_VERSION,
+        "source": b["source"],
+        "archive": str(b["archive"]),
+        "archive_sha256": _sha256(ROOT / str(b["archive"])),
+        "start_hours": b.get("startHours", 0),
+        "end_hours": b.get("endHours"),
+        # The builder's default written out, so a changed default is a changed recipe.
+        "rate_scale": b.get(
+            "rateScale", SERVEGEN_M_SMALL_SCALE if b["source"] == "servegen" else ALIBABA_QPS_SCALE
+        ),
+        "token_profile": b.get("tokenProfile", "mooncake"),
+        "seed": seed,
+    }
+
+
+def ensure_trace(sc: dict[str, Any], seed: int) -> dict[str, Any] | None:
+    """Build a scenario's trace from its ``build`` recipe when it is missing or was built from
+    another recipe (another seed, window, archive or builder); returns the provenance written
+    beside it (``<trace>.build.json``: the recipe, request count, CSV hash), or None for a
+    scenario whose trace is a file in ../shared/traces. Deterministic: same recipe, same bytes."""
+    b = sc.get("build")
+    if b is None:
+        return None
+    path = ROOT / sc["trace"]
+    stamp = path.with_name(path.name + ".build.json")
+    recipe = build_recipe(b, seed)
+    if path.is_file() and stamp.is_file():
+        done = json.loads(stamp.read_text())
+        if done.get("recipe") == recipe and done.get("csv_sha256") == _sha256(path):
+            print(f"   trace {sc['trace']}: built earlier from the same recipe, reused", flush=True)
+            return done
+    started = perf_timer()
+    start = float(recipe["start_hours"]) * 3600.0
+    end = None if recipe["end_hours"] is None else float(recipe["end_hours"]) * 3600.0
+    archive = ROOT / recipe["archive"]
+    build = build_servegen if recipe["source"] == "servegen" else build_alibaba_qps
+    trace = build(
+        archive,
+        start_s=start or None,
+        end_s=end,
+        rate_scale=recipe["rate_scale"],
+        seed=seed,
+        token_profile=recipe["token_profile"],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    write_csv(trace, partial)
+    partial.replace(path)  # never a half-written trace under the real name
+    done = {
+        "recipe": recipe,
+        "requests": trace.requests,
+        "span_s": round(trace.span_s, 3),
+        "csv_sha256": _sha256(path),
+        "built_by": "simulations/run_all.py (ensure_trace)",
+    }
+    stamp.write_text(json.dumps(done, indent=2, sort_keys=True) + "\n")
+    print(
+        f"   built {sc['trace']}: {trace.requests:,} requests from {recipe['archive']} "
+        f"(seed {seed}) in {perf_timer() - started:.0f}s",
+        flush=True,
+    )
+    return done
+
+
+def with_tick(cluster: Any, tick: float | None) -> Any:
+    """The cluster model with the scenario's control tick (every policy of the scenario runs at
+    it, tuning and evaluation alike); validated like a cluster file."""
+    if tick is None:
+        return cluster
+    data = cluster.model_dump(by_alias=True)
+    data["signals"] = {**data["signals"], "tickSeconds": float(tick)}
+    return type(cluster).model_validate(data)
 
 
 @dataclass
@@ -172,7 +311,11 @@ def _cache_key(
         e.file.read_bytes(),
         e.space.read_bytes() if e.space else b"",
         cluster.model_dump_json().encode(),
-        json.dumps([sc["trace"], train.requests, window, slo, target, budget, args.seed]).encode(),
+        json.dumps(
+            [sc["trace"], train.requests, window, slo, target, budget, args.seed]
+            # Only scenarios with a built trace add its recipe: the others' keys stay as they were.
+            + ([sc["build"]] if "build" in sc else [])
+        ).encode(),
     ):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()
@@ -240,7 +383,8 @@ def run_scenario(sc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     out.mkdir(parents=True, exist_ok=True)
     fmt = sc.get("traceFormat", "auto")
     trace_path = ROOT / sc["trace"]
-    cluster = load_cluster(ROOT / sc["cluster"]).spec
+    cluster = with_tick(load_cluster(ROOT / sc["cluster"]).spec, sc.get("tickSeconds"))
+    provenance = ensure_trace(sc, args.seed)
     slo = float(sc.get("sloTtftSeconds", cluster.slo_ttft_seconds))
     target = float(sc.get("attainmentTarget", 0.99))
     budget = int(sc.get("budget", args.budget))
@@ -320,20 +464,91 @@ def run_scenario(sc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         "windows": {"train": [t0, mid], "test": [mid, t_end]},
         "evaluation": "whole trace replayed, measured from the midpoint (test = second half)",
         "max_replicas_bound": fleet,
+        "tick_seconds": cluster.signals.tick_seconds,
+        "tick_from": "scenario tickSeconds" if "tickSeconds" in sc else "cluster model",
         "test_load": load,
         "policies": rows,
         "verdict": verdict,
     }
+    if provenance is not None:
+        data["trace_build"] = provenance
     (out / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     write_report(out, trace_info, results, slo)
     table = _table([(name, r) for r in rows])
     (out / "summary.md").write_text(
         f"# {name}: tuned on [{t0:.0f}, {mid:.0f}) s, evaluated on [{mid:.0f}, {t_end:.0f}] s\n\n"
         f"SLO: TTFT <= {slo:g} s for >= {target:g} of requests. The evaluation replays the whole "
-        f"trace and measures from {mid:.0f} s.\n\n{table}\n"
+        f"trace and measures from {mid:.0f} s.{_protocol_note(data)}\n\n{table}\n"
         f"**Verdict:** {verdict['text']}\n\n**Against static:** {verdict['static']['text']}\n"
     )
     return data
+
+
+def tick_check(sc: dict[str, Any], tick: float, seed: int) -> dict[str, Any]:
+    """What a scenario's own control tick costs: every autoscaler of its committed results
+    (static aside), with the parameters tuned at the scenario's tick, replayed on the test half
+    at ``tick`` instead. Reads ``results/<name>/results.json``, writes
+    ``results/<name>/tick-check-<tick>s.json``; tunes nothing, changes no other file."""
+    out = RESULTS / sc["name"]
+    data = json.loads((out / "results.json").read_text())
+    ensure_trace(sc, seed)
+    cluster = with_tick(load_cluster(ROOT / sc["cluster"]).spec, tick)
+    full = load_trace(ROOT / sc["trace"], sc.get("traceFormat", "auto"), seed=seed)
+    mid = data["windows"]["test"][0]
+    rows = []
+    for r in data["policies"]:
+        if "test" not in r or _is_static(r):
+            continue
+        doc = load_policy(r["tuned_file"])
+        m = simulate(
+            full, doc, cluster, seed=seed, slo_ttft_s=data["slo_ttft_s"], measure_from=mid
+        ).metrics
+        row = {
+            "policy": r["policy"],
+            "kind": r["kind"],
+            "scenario_tick": {k: r["test"][k] for k in ("gpu_hours", "slo_attainment")},
+            "check_tick": {k: m[k] for k in ("gpu_hours", "slo_attainment")},
+        }
+        rows.append(row)
+        print(
+            f"   {r['policy']}: at {tick:g} s {m['slo_attainment']:.4f} / {m['gpu_hours']:.2f} "
+            f"GPU-h; at {data['tick_seconds']:g} s {r['test']['slo_attainment']:.4f} / "
+            f"{r['test']['gpu_hours']:.2f} GPU-h",
+            flush=True,
+        )
+    result = {
+        "scenario": sc["name"],
+        "scenario_tick_s": data["tick_seconds"],
+        "check_tick_s": tick,
+        "seed": seed,
+        "what": "test half, whole trace replayed, parameters as tuned at the scenario's tick",
+        "policies": rows,
+    }
+    name = f"tick-check-{tick:g}s.json"
+    (out / name).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def _protocol_note(d: dict[str, Any]) -> str:
+    """What a scenario with its own protocol (tick, budget, built trace) did differently."""
+    if d.get("tick_from") != "scenario tickSeconds" and "trace_build" not in d:
+        return ""
+    note = (
+        f" Every policy, baselines and ours, runs at a {d['tick_seconds']:g} s control tick and "
+        f"is tuned with {d['budget']} simulations."
+    )
+    b = d.get("trace_build")
+    if b:
+        r = b["recipe"]
+        hours = f"hours {r['start_hours']:g}-" + (
+            "end" if r["end_hours"] is None else f"{r['end_hours']:g}"
+        )
+        note += (
+            f" Trace built by run_all from {r['archive']} ({r['source']}, {hours}, rate x "
+            f"{r['rate_scale']:g}, {r['token_profile']} tokens, seed {r['seed']}): "
+            f"{b['requests']:,} requests, CSV sha256 {b['csv_sha256'][:12]}."
+        )
+    return note
 
 
 def _ratios(rows: list[dict[str, Any]]) -> None:
@@ -497,10 +712,12 @@ def _static_line(
                 f"{load['per_minute_cv']:.2f}, peak/mean {load['peak_to_mean']:.2f})"
             )
         if not load or load["per_minute_cv"] < FLAT_CV:
+            short = not load or load["span_s"] < SHORT_S
             text += (
-                " Static provisioning sized on the first half is hard to beat on a flat, short "
-                f"trace{shape}: there is no trough to give capacity back in, and every scale-down "
-                "risks a cold start on the next burst."
+                " Static provisioning sized on the first half is hard to beat on a flat"
+                f"{', short' if short else ''} trace{shape}: there is "
+                f"{'no trough' if short else 'little trough'} to give capacity back in, and "
+                "every scale-down risks a cold start on the next burst."
             )
         else:  # the load leaves room: the shortfall is the policy's, not the trace's
             text += f" The load is bursty{shape}: there is capacity to give back, so this is ours."
@@ -569,11 +786,17 @@ def _table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _protocol_tag(d: dict[str, Any]) -> str:
+    if d.get("tick_from") != "scenario tickSeconds":
+        return ""
+    return f"; {d['tick_seconds']:g} s tick and budget {d['budget']} for every policy"
+
+
 def _write_summary(all_data: list[dict[str, Any]], wall: float, args: argparse.Namespace) -> None:
     rows = [(d["scenario"], r) for d in all_data for r in d["policies"]]
     verdicts = "\n".join(
         f"- **{d['scenario']}** (TTFT <= {d['slo_ttft_s']:g} s, target "
-        f"{d['attainment_target']:g}): {d['verdict']['text']}\n"
+        f"{d['attainment_target']:g}{_protocol_tag(d)}): {d['verdict']['text']}\n"
         f"  - Against tuned static: {d['verdict']['static']['text']}"
         for d in all_data
     )
@@ -604,6 +827,14 @@ def main() -> int:
         help="tune again even where policy, space, cluster and window are unchanged "
         "(needed after a change to the simulator or a policy's code)",
     )
+    ap.add_argument(
+        "--tick-check",
+        type=float,
+        metavar="SECONDS",
+        help="instead of a run: replay every tuned autoscaler of the scenarios that set "
+        "tickSeconds (or --only ones) on the test half at this tick, from their committed "
+        "results; writes results/<name>/tick-check-<SECONDS>s.json",
+    )
     args = ap.parse_args()
     scenarios = yaml.safe_load((ROOT / "simulations" / "scenarios.yaml").read_text())["scenarios"]
     problems = check_scenarios(scenarios)
@@ -619,12 +850,18 @@ def main() -> int:
         )
         return 2
     os.chdir(ROOT)
+    if args.tick_check is not None:
+        for sc in scenarios:
+            if (sc["name"] in args.only) if args.only else "tickSeconds" in sc:
+                print(f"== {sc['name']}: tick check at {args.tick_check:g} s", flush=True)
+                tick_check(sc, args.tick_check, args.seed)
+        return 0
     started = perf_timer()
     all_data = []
     for sc in scenarios:
         if args.only and sc["name"] not in args.only:
             continue
-        if not (ROOT / sc["trace"]).is_file():
+        if not (ROOT / sc["trace"]).is_file() and "build" not in sc:
             print(
                 f"== {sc['name']}: SKIPPED, no trace at {sc['trace']} (scenarios.yaml says how "
                 "to build it)",

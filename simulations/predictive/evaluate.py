@@ -63,7 +63,9 @@ def build(trace: str, span: str, seed: int, days: float | None) -> tuple[Trace, 
 
 
 def export(trace: str, seed: int, path: Path) -> Trace:
-    """The full trace for ``autoscaler simulate`` / ``run_all.py`` (which split it in halves)."""
+    """The full trace (all 14 days of ServeGen, all 22 h of Alibaba) as a CSV, for
+    ``autoscaler simulate``. ``run_all.py`` builds its own long-horizon traces from the recipe
+    in scenarios.yaml (``build:``), with the same builders."""
     built = (
         build_servegen(SERVEGEN, seed=seed)
         if trace == "servegen"
@@ -160,7 +162,7 @@ def run(trace: Trace, policy: Any, warm: float, seed: int) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trace", choices=sorted(SPANS), required=True)
-    ap.add_argument("--span", choices=("train", "eval"), required=True)
+    ap.add_argument("--span", choices=("train", "eval"), help="required unless --export")
     ap.add_argument("--policy", action="append", help="policy YAML (repeatable)")
     ap.add_argument("--set", action="append", default=[], help="predictive param override k=v")
     ap.add_argument("--days", type=float, help="shorten the span (runtime measurements)")
@@ -176,6 +178,8 @@ def main() -> int:
         trace = export(args.trace, args.seed, Path(args.export))
         print(f"{args.export}: {trace.requests:,} requests")
         return 0
+    if args.span is None:
+        ap.error("--span is required (unless --export)")
     t0 = perf_timer()
     trace, warm = build(args.trace, args.span, args.seed, args.days)
     build_s = perf_timer() - t0
