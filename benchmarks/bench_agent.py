@@ -39,9 +39,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -447,6 +449,41 @@ def run_generator(port: int, cores: set[int], watch_pid: int = 0, **options: Any
     return result
 
 
+NGINX_CONF = """
+daemon off; master_process off; worker_processes 1; pid {dir}/nginx.pid;
+error_log {dir}/error.log crit;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
+  uwsgi_temp_path {dir}; scgi_temp_path {dir};
+  upstream model {{ server 127.0.0.1:{up}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://model; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_buffering off; proxy_request_buffering off;
+    }}
+  }}
+}}
+"""
+
+
+def nginx(up_port: int, port: int) -> subprocess.Popen[bytes]:
+    """nginx as the proxy under test (``--reference nginx``): one process, so the pinning and
+    the CPU accounting apply to it as to the agent."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(binary):
+        raise SystemExit("--reference nginx needs nginx (apt-get install nginx-light)")
+    workdir = tempfile.mkdtemp(prefix="bench-nginx-")
+    conf = Path(workdir) / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=workdir, up=up_port, port=port), encoding="utf-8")
+    return subprocess.Popen(
+        [binary, "-c", str(conf), "-p", workdir, "-e", f"{workdir}/error.log"],
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -485,6 +522,14 @@ def main() -> None:
         help="a directory prepended to the agent's PYTHONPATH: measure another checkout's "
         "autoscaler package (e.g. the aiohttp agent, from git archive) against the same load",
     )
+    parser.add_argument(
+        "--reference",
+        choices=["agent", "nginx"],
+        default="agent",
+        help="nginx: put nginx (Debian's, one worker process, keep-alive upstream pool, "
+        "unbuffered) where the agent goes, with the same pinning and load: what any proxy hop "
+        "adds on this machine, the floor the agent's figures are read against",
+    )
     parser.add_argument("--rates", default="1000,5000")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32)
@@ -515,7 +560,7 @@ def main() -> None:
     if args.agent_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.agent_path, env.get("PYTHONPATH")]))
     upstream = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)])
-    agent = subprocess.Popen(
+    agent = nginx(up_port, agent_port) if args.reference == "nginx" else subprocess.Popen(
         [
             sys.executable, "-m", "autoscaler", "agent",
             "--upstream", f"http://127.0.0.1:{up_port}",
@@ -564,7 +609,7 @@ def main() -> None:
                 )
                 print(header())
                 print(row("direct", direct["latencies"]))
-                print(row("agent", proxied["latencies"]))
+                print(row(args.reference, proxied["latencies"]))
                 print(added(direct["latencies"], proxied["latencies"]))
 
         direct = run_generator(up_port, rest, mode="sequential", count=args.sequential)
@@ -577,7 +622,7 @@ def main() -> None:
         )
         print(header())
         print(row("direct", direct["latencies"]))
-        print(row("agent", proxied["latencies"]))
+        print(row(args.reference, proxied["latencies"]))
         print(added(direct["latencies"], proxied["latencies"]))
 
         direct = run_generator(up_port, rest, mode="stream", count=args.streams)
@@ -585,7 +630,7 @@ def main() -> None:
         print(f"\nstreaming time to first event, {args.streams} sequential streams (metered)")
         print(header())
         print(row("direct", direct["first_bytes"]))
-        print(row("agent", proxied["first_bytes"]))
+        print(row(args.reference, proxied["first_bytes"]))
         print(added(direct["first_bytes"], proxied["first_bytes"]))
     finally:
         for proc in (agent, upstream):
