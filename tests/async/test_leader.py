@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
@@ -290,7 +291,16 @@ async def test_a_lost_race_is_a_409_and_the_loser_follows(
 ) -> None:
     a = LeaderElector(api, NS, LEASE, "a", clock, rng=random.Random(1))
     b = LeaderElector(api, NS, LEASE, "b", clock, rng=random.Random(2))
-    # Both read "absent" and create: one create wins, the other is 409 (AlreadyExists).
+    # Both read "absent" and create: one create wins, the other is 409 (AlreadyExists). Neither
+    # creates before both have read, so the race happens whatever the loop's interleaving.
+    both_read = asyncio.Barrier(2)
+    for e in (a, b):
+
+        async def create(now: float, real: Any = e._create) -> Any:
+            await both_read.wait()
+            return await real(now)
+
+        e._create = create  # type: ignore[method-assign]
     results = await asyncio.gather(a._attempt(), b._attempt())
     assert all(r > 0 for r in results)
     assert [a.is_leader, b.is_leader].count(True) == 1
