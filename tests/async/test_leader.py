@@ -320,7 +320,6 @@ async def test_settings_are_checked(api: ApiClient, clock: VirtualClock) -> None
 async def test_the_lease_has_its_own_client_and_wins_while_data_traffic_holds_every_connection(
     tmp_path: object,
 ) -> None:
-    import json
     from pathlib import Path
 
     from kubernetes_asyncio.client import CoreV1Api
@@ -337,24 +336,10 @@ async def test_the_lease_has_its_own_client_and_wins_while_data_traffic_holds_ev
         "       policy: {name: queue, params: {targetPerReplica: 2}}}\n"
     )
     async with FakeKube(clock=VirtualClock()) as kube:
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
-                    "users": [{"name": "anonymous", "user": {}}],
-                    "contexts": [
-                        {"name": "fake", "context": {"cluster": "fake", "user": "anonymous"}}
-                    ],
-                    "current-context": "fake",
-                }
-            )
-        )
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
         settings = Settings(
             config=str(policy),
-            kubeconfig=str(kubeconfig),
+            kubeconfig=kubeconfig,
             lease_namespace="default",
             identity="solo",
             keda_grpc_listen="",

@@ -7,7 +7,6 @@ first tick, on reload, through the engine's ``set_targets``)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -355,23 +354,6 @@ def test_refresh_interval_from_the_environment_and_the_flag(
 # --- through the live Service ---------------------------------------------------------------------
 
 
-def kubeconfig(tmp_path: Path, kube: FakeKube) -> str:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
-                "users": [{"name": "anonymous", "user": {}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "anonymous"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return str(path)
-
-
 async def test_the_service_resolves_before_the_first_tick_and_on_each_change(
     kube: FakeKube, tmp_path: Path
 ) -> None:
@@ -381,7 +363,7 @@ async def test_the_service_resolves_before_the_first_tick_and_on_each_change(
     config.write_text(policy_text(explicit="pinned"))
     settings = Settings(
         config=str(config),
-        kubeconfig=kubeconfig(tmp_path, kube),
+        kubeconfig=kube.write_kubeconfig(tmp_path / "kubeconfig"),
         once=True,  # no leader election, no background loops: the test drives each step
         dry_run=True,
         keda_grpc_listen="",

@@ -105,24 +105,6 @@ spec:
 """
 
 
-def kubeconfig_yaml(server: str) -> str:
-    """A kubeconfig for the fake API server: plain HTTP, no credentials."""
-    return f"""\
-apiVersion: v1
-kind: Config
-clusters:
-  - name: fake
-    cluster: {{server: "{server}"}}
-users:
-  - name: anonymous
-    user: {{}}
-contexts:
-  - name: fake
-    context: {{cluster: fake, user: anonymous, namespace: default}}
-current-context: fake
-"""
-
-
 def deployment(replicas: int) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
@@ -322,7 +304,7 @@ class World:
         self.policy = tmp / "policy.yaml"
         self.kubeconfig = tmp / "kubeconfig"
         self.policy.write_text(policy_yaml(exporter.port))
-        self.kubeconfig.write_text(kubeconfig_yaml(kube.url))
+        kube.write_kubeconfig(self.kubeconfig, namespace="default")
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {

@@ -242,6 +242,23 @@ class FakeKube:
         cfg = Configuration(host=self.url)
         return ApiClient(configuration=cfg)
 
+    def write_kubeconfig(self, path: str | Path, namespace: str | None = None) -> str:
+        """Write a kubeconfig for this server (plain HTTP, no credentials) to ``path``, for the
+        service's ``--kubeconfig``; returns the path."""
+        context: dict[str, str] = {"cluster": "fake", "user": "anonymous"}
+        if namespace is not None:
+            context["namespace"] = namespace
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "anonymous", "user": {}}],
+            "contexts": [{"name": "fake", "context": context}],
+            "current-context": "fake",
+        }
+        Path(path).write_text(json.dumps(doc), encoding="utf-8")
+        return str(path)
+
     # --- configuration by tests ---
 
     def register(self, res: Resource) -> None:

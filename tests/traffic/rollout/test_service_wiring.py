@@ -98,24 +98,10 @@ async def test_the_leader_steps_rollouts_each_tick(tmp_path: Path) -> None:
         kube.seed(revision("chat-00001"))
         kube.seed(revision("chat-00002"))
         kube.seed(ksvc())
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": kube.url}}],
-                    "users": [{"name": "anonymous", "user": {}}],
-                    "contexts": [
-                        {"name": "fake", "context": {"cluster": "fake", "user": "anonymous"}}
-                    ],
-                    "current-context": "fake",
-                }
-            )
-        )
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
         settings = Settings(
             config=str(policy),
-            kubeconfig=str(kubeconfig),
+            kubeconfig=kubeconfig,
             tick_seconds=0.1,
             listen="127.0.0.1:0",
             keda_grpc_listen="",
