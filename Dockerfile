@@ -12,7 +12,13 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# gcc for the compiled core (mypyc, setup.py); AUTOSCALER_NATIVE=1 makes a failed build an error
+# rather than a pure-Python image. The final stage needs no compiler.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+ENV AUTOSCALER_NATIVE=1
+COPY pyproject.toml setup.py README.md ./
+COPY native ./native
 COPY autoscaler ./autoscaler
 # A wheel of the package and its runtime dependencies only (no test extras).
 RUN pip wheel --wheel-dir /wheels . \
@@ -21,7 +27,9 @@ RUN pip wheel --wheel-dir /wheels . \
  && /opt/autoscaler/bin/python -m compileall -q /opt/autoscaler
 
 FROM python:3.11-slim
+# AUTOSCALER_NATIVE=1: the image runs the compiled core or does not start (autoscaler/native.py).
 ENV PATH=/opt/autoscaler/bin:$PATH \
+    AUTOSCALER_NATIVE=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=build /opt/autoscaler /opt/autoscaler

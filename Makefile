@@ -4,16 +4,29 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The compiled core (autoscaler/native.py): the modules setup.py compiles with mypyc. The install
+# builds it; after an edit to one of them, `make test`/`make demo` rebuild it in place (a build
+# older than its sources is never run: the sources are, until it is rebuilt).
+NATIVE := $(VENV)/.native
+NATIVE_SRC := $(shell sed -n 's/^    "\(autoscaler\.[a-z_.]*\)",$$/\1/p' autoscaler/native.py | tr . / | sed 's/$$/.py/')
 
-.PHONY: demo test lint bench proto clean
+.PHONY: demo test lint bench proto clean native
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77'
 	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(NATIVE)
 
-demo: $(STAMP)
+$(NATIVE): $(STAMP) $(NATIVE_SRC) autoscaler/native.py native/mypyc.ini
+	$(PY) setup.py --quiet build_ext --inplace
+	touch $(NATIVE)
+
+native: $(STAMP)
+	$(PY) setup.py --quiet build_ext --inplace
+	touch $(NATIVE)
+
+demo: $(STAMP) $(NATIVE)
 	$(PY) -m autoscaler validate policies
 	mkdir -p out
 	$(PY) -m autoscaler trace synth --out out/demo-trace.csv --duration 7200 --mean-rps 4 --seed 7 \
@@ -28,10 +41,10 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy autoscaler
 
-test: $(STAMP)
+test: $(STAMP) $(NATIVE)
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_sim.py
 	$(PY) benchmarks/bench_traces.py
@@ -44,4 +57,6 @@ proto:
 		autoscaler/actuators/proto/externalscaler.proto
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	find autoscaler -name '*.so' -delete
+	rm -f autoscaler/_native.stamp

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -73,13 +73,15 @@ class GuardAction(NamedTuple):
         }
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class Decision:
     """The record of one target's tick: what was seen, what the policy wanted, every clip and why.
 
     The same record is logged, counted, served at /debug/decisions and written by the simulator.
     Treat it as immutable; it is not frozen only because frozen dataclasses cost ~2 us more to
-    build, and the engine builds one per target per tick.
+    build, and the engine builds one per target per tick. The ``__init__`` is written out rather
+    than generated: compiled (autoscaler/native.py) it is one C call with unboxed arguments, where
+    a generated one stays a Python function.
     """
 
     target: str
@@ -94,8 +96,40 @@ class Decision:
     token_rate_per_replica: float | None
     reason: str
     signals_ok: bool
-    inputs: Mapping[str, float] = field(default_factory=lambda: EMPTY)
-    guards: tuple[GuardAction, ...] = field(default=())
+    inputs: Mapping[str, float]
+    guards: tuple[GuardAction, ...]
+
+    def __init__(
+        self,
+        target: str,
+        ts: float,
+        policy: str,
+        current: int,
+        ready: int,
+        starting: int,
+        proposal: int | None,
+        replicas: int,
+        token_rate: float | None,
+        token_rate_per_replica: float | None,
+        reason: str,
+        signals_ok: bool,
+        inputs: Mapping[str, float] = EMPTY,
+        guards: tuple[GuardAction, ...] = (),
+    ) -> None:
+        self.target = target
+        self.ts = ts
+        self.policy = policy
+        self.current = current
+        self.ready = ready
+        self.starting = starting
+        self.proposal = proposal
+        self.replicas = replicas
+        self.token_rate = token_rate
+        self.token_rate_per_replica = token_rate_per_replica
+        self.reason = reason
+        self.signals_ok = signals_ok
+        self.inputs = inputs
+        self.guards = guards
 
     @property
     def changed(self) -> bool:

@@ -24,7 +24,6 @@ _REPLICAS = signals.REPLICAS
 _READY = signals.REPLICAS_READY
 _STARTING = signals.REPLICAS_STARTING
 _COLD_START = signals.COLD_START_SECONDS
-_new = object.__new__
 _NEG_INF = -math.inf
 
 
@@ -143,20 +142,19 @@ class Engine:
         v = status.get(_STARTING)
         # max(0, current - ready) without the builtin's keyword parsing.
         starting = (current - ready if current > ready else 0) if v is None else int(v)
-        # Snapshot and Decision are filled slot by slot rather than through their __init__: a
-        # class call with a Python __init__ costs ~3x the stores (the record: ~3,700 machine
-        # instructions against ~700), and the engine builds both for every target on every tick.
-        # tests/unit/test_engine.py checks that every slot is set and equals the __init__ build.
-        snap = _new(Snapshot)
-        snap.target = rt.key
-        snap.now = now
-        snap.current = current
-        snap.ready = ready
-        snap.starting = starting
-        snap._windows = windows
-        snap.cold_start_s = status.get(_COLD_START)
-        snap.hold_nonzero = rt.hold_nonzero
-        snap.max_age = rt.max_age
+        # A Snapshot is built through its __init__, which compiled (docs/engine-performance.md,
+        # "The compiled core") is one C call; object.__new__ is refused on a compiled class.
+        snap = Snapshot(
+            rt.key,
+            now,
+            current,
+            ready,
+            starting,
+            windows,
+            status.get(_COLD_START),
+            rt.hold_nonzero,
+            rt.max_age,
+        )
 
         policy = rt.policy
         state = rt.policy_state
@@ -193,22 +191,21 @@ class Engine:
             token_rate is not None or (not ok and gst.last_token_rate is not None)
         ):
             token_rate = token_plan.apply(gst, now, token_rate, ok, actions)
-        decision = _new(Decision)  # see the Snapshot above
-        decision.target = rt.key
-        decision.ts = now
-        decision.policy = rt.policy_name
-        decision.current = current
-        decision.ready = ready
-        decision.starting = starting
-        decision.proposal = wanted
-        decision.replicas = replicas
-        decision.token_rate = token_rate
-        decision.token_rate_per_replica = (
-            None if token_rate is None else token_rate / (replicas if replicas > 1 else 1)
+        decision = Decision(
+            rt.key,
+            now,
+            rt.policy_name,
+            current,
+            ready,
+            starting,
+            wanted,
+            replicas,
+            token_rate,
+            None if token_rate is None else token_rate / (replicas if replicas > 1 else 1),
+            reason,
+            ok,
+            inputs,
+            tuple(actions) if actions else (),
         )
-        decision.reason = reason
-        decision.signals_ok = ok
-        decision.inputs = inputs
-        decision.guards = tuple(actions) if actions else ()
         rt.last = decision
         return decision

@@ -21,6 +21,7 @@ from autoscaler.policy.compat.knative import (
     KpaDecider,
     KpaResult,
     KpaSpec,
+    _to_ns,
     initial_excess_burst_capacity,
     parse_go_duration,
 )
@@ -824,3 +825,20 @@ def test_property_calm_stable_mode_bounds_and_ebc(
         assert r.excess_burst_capacity == math.floor(ready * 100.0 - tbc - panic)
     else:
         assert r.excess_burst_capacity == 0
+
+
+def test_to_ns_rounds_as_the_builtin_round() -> None:
+    # _to_ns writes round() out (core/rounding.py, tested there) for the compiled core.
+    for x in (0.5e-9, 1.5e-9, 2.5e-9, -0.5e-9, 1.7e9, 1.7e9 + 0.1, 123.456789012, 60.1):
+        assert _to_ns(x) == round(x * 1e9), x
+    with pytest.raises(ValueError):
+        _to_ns(math.nan)
+
+
+def test_kpa_result_is_a_value() -> None:
+    a = KpaResult(True, 3, -1)
+    assert a == KpaResult(valid=True, desired=3, excess_burst_capacity=-1)
+    assert a != KpaResult(True, 3, 0) and a != (True, 3, -1)
+    assert hash(a) == hash(KpaResult(True, 3, -1))
+    assert repr(a) == "KpaResult(valid=True, desired=3, excess_burst_capacity=-1)"
+    assert KpaResult(False, 0, 0) == INVALID_RESULT

@@ -441,8 +441,9 @@ def test_engine_ingest_matches_signal_window_add() -> None:
 
 
 def test_engine_fills_every_snapshot_and_decision_slot(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The engine fills Snapshot and Decision slot by slot (cheaper than their __init__): a field
-    # added to either without the engine setting it must fail here, not at a policy's first read.
+    # The engine fills Decision slot by slot (cheaper than its __init__), and Snapshot through
+    # its __init__ positionally: a field added to either without the engine setting it must fail
+    # here, not at a policy's first read. (A compiled Snapshot has no __slots__ to list.)
     from autoscaler.core.snapshot import Snapshot
     from autoscaler.policy.builtin.queue import QueuePolicy
 
@@ -459,7 +460,18 @@ def test_engine_fills_every_snapshot_and_decision_slot(monkeypatch: pytest.Monke
     e.set_hold_nonzero("ns/q", True)
     d = only(e.tick(1.0, obs("ns/q", 1.0, requests_waiting=3, cold_start_seconds=40)))
     snap = seen[-1]
-    values = {name: getattr(snap, name) for name in Snapshot.__slots__}
+    names = (
+        "_windows",
+        "cold_start_s",
+        "current",
+        "hold_nonzero",
+        "max_age",
+        "now",
+        "ready",
+        "starting",
+        "target",
+    )
+    values = {name: getattr(snap, name) for name in names}
     assert values == {
         "_windows": e.targets["ns/q"].windows,
         "cold_start_s": 40.0,

@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from autoscaler.core.rounding import to_milli as to_milli
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.registry import get_policy_class
@@ -20,11 +21,6 @@ def aggregate(snap: Snapshot, signal: str, span: float, how: Aggregation) -> flo
     if how == "max":
         return snap.max(signal, span)
     return snap.last(signal) if snap.age(signal) <= span else None
-
-
-def to_milli(value: float) -> int:
-    """Quantity -> integer milli-units, as the HPA carries metric values."""
-    return round(value * 1000.0)
 
 
 class NestedPolicy(Params):

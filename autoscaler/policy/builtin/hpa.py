@@ -11,42 +11,23 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from pydantic import Field, model_validator
-
+from autoscaler.core.rounding import to_milli
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import Proposal, new_tuple
 from autoscaler.policy.api import Params, Policy
-from autoscaler.policy.builtin.common import to_milli
 from autoscaler.policy.builtin.hpa_common import (
-    Behavior,
     BehaviorRules,
     HpaMemory,
-    HpaMetric,
     combine,
     metric_replicas,
 )
+from autoscaler.policy.builtin.params import HpaParams as HpaParams
 from autoscaler.policy.compat.kubernetes import (
     MAX_INT32,
     MAX_INT64,
     Tolerance,
     replicas_for_external_average,
 )
-
-
-class HpaParams(Params):
-    metrics: tuple[HpaMetric, ...] = Field(min_length=1)
-    min_replicas: int = Field(1, ge=1)
-    max_replicas: int = Field(10, ge=1)
-    tolerance: float = Field(0.1, ge=0, lt=1)
-    behavior: Behavior = Field(default_factory=Behavior)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> HpaParams:
-        if self.max_replicas < self.min_replicas:
-            raise ValueError(
-                f"maxReplicas ({self.max_replicas}) must be >= minReplicas ({self.min_replicas})"
-            )
-        return self
 
 
 class HpaPolicy(Policy[HpaParams, HpaMemory]):
@@ -123,7 +104,7 @@ class HpaPolicy(Policy[HpaParams, HpaMemory]):
         value = snap.mean(signal, window) if window > 0 else snap.last(signal)
         if value is None:
             return Proposal(None, reason="FailedGetExternalMetric"), state
-        usage = round(value * 1000.0)  # to_milli
+        usage = to_milli(value)
         target = self._target_milli
         desired: int
         if 0 <= usage <= MAX_INT64:

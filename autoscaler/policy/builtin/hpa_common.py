@@ -5,19 +5,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
 
-from pydantic import Field
-
+from autoscaler.core.rounding import to_milli
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.policy.api import Params
-from autoscaler.policy.builtin.common import to_milli
+from autoscaler.policy.builtin.params import Behavior as Behavior
+from autoscaler.policy.builtin.params import HpaMetric as HpaMetric
+from autoscaler.policy.builtin.params import RuleModel as RuleModel
+from autoscaler.policy.builtin.params import ScalingRulesModel as ScalingRulesModel
 from autoscaler.policy.compat.kubernetes import (
-    HpaPolicy,
     ScalingRules,
     Tolerance,
-    generate_scale_down_rules,
-    generate_scale_up_rules,
     limit_down,
     limit_rate,
     limit_up,
@@ -27,54 +24,8 @@ from autoscaler.policy.compat.kubernetes import (
     scale_down_limit_totals,
     scale_up_limit_resolved,
     scale_up_limit_totals,
-    stabilization_windows,
     stabilize,
 )
-
-
-class HpaMetric(Params):
-    """One External-style metric: the target-wide signal against a target."""
-
-    signal: str
-    type: Literal["AverageValue", "Value"] = "AverageValue"
-    target: float = Field(gt=0, description="per replica for AverageValue, total for Value")
-    window_seconds: float = Field(0.0, ge=0, description="0: the latest sample, as the HPA reads")
-
-
-class RuleModel(Params):
-    type: Literal["Pods", "Percent"]
-    value: int = Field(gt=0)
-    period_seconds: int = Field(gt=0, le=1800)
-
-
-class ScalingRulesModel(Params):
-    select_policy: Literal["Max", "Min", "Disabled"] = "Max"
-    policies: tuple[RuleModel, ...] = ()
-    stabilization_window_seconds: int | None = Field(None, ge=0, le=3600)
-
-    def rules(self) -> ScalingRules:
-        """Unset fields stay None so upstream's defaulting fills them."""
-        return ScalingRules(
-            select_policy=self.select_policy,
-            policies=tuple(HpaPolicy(r.type, r.value, r.period_seconds) for r in self.policies)
-            or None,
-            stabilization_window_seconds=self.stabilization_window_seconds,
-        )
-
-
-class Behavior(Params):
-    scale_up: ScalingRulesModel | None = None
-    scale_down: ScalingRulesModel | None = None
-
-    def up(self) -> ScalingRules:
-        return generate_scale_up_rules(self.scale_up.rules() if self.scale_up else None)
-
-    def down(self) -> ScalingRules:
-        return generate_scale_down_rules(self.scale_down.rules() if self.scale_down else None)
-
-    def windows(self) -> tuple[int, int]:
-        """(up, down) stabilization seconds, the scale-down default being the 300 s flag."""
-        return stabilization_windows(self.up(), self.down())
 
 
 @dataclass(frozen=True, slots=True)

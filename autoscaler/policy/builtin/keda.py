@@ -19,13 +19,12 @@ from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import Proposal
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.hpa_common import (
-    Behavior,
     BehaviorRules,
     HpaMemory,
-    HpaMetric,
     metric_replicas,
     metric_value,
 )
+from autoscaler.policy.builtin.params import Behavior, HpaMetric
 from autoscaler.policy.compat.kubernetes import Tolerance
 
 

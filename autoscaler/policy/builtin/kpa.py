@@ -15,72 +15,13 @@ was seen. As upstream, a panic window with no sample (while the stable window ha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from pydantic import Field
-
-from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import EMPTY, Proposal, new_tuple
 from autoscaler.policy.api import Params, Policy
-from autoscaler.policy.compat.knative import KpaDecider, KpaSpec
-
-
-class KpaParams(Params):
-    metric: Literal["concurrency", "rps"] = "concurrency"
-    signal: str | None = Field(None, description="defaults to concurrency or rps")
-    target: float | None = Field(None, gt=0, description="autoscaling.knative.dev/target")
-    container_concurrency: int = Field(0, ge=0)
-    target_utilization_percentage: float = Field(70.0, gt=0, le=100)
-    target_burst_capacity: float = Field(211.0, ge=-1)
-    panic_window_percentage: float = Field(10.0, ge=1, le=100)
-    panic_threshold_percentage: float = Field(200.0, ge=110, le=1000)
-    max_scale_up_rate: float = Field(1000.0, gt=1)
-    max_scale_down_rate: float = Field(2.0, gt=1)
-    stable_window_seconds: float = Field(60.0, ge=6, le=3600)
-    scale_down_delay_seconds: float = Field(0.0, ge=0, le=3600)
-    activation_scale: int = Field(1, ge=1)
-    initial_scale: int = Field(1, ge=0)
-    activator_capacity: float = Field(100.0, gt=0)
-
-    def spec(self) -> KpaSpec:
-        default_total = 100.0 if self.metric == "concurrency" else 200.0
-        total = self.target if self.target is not None else default_total
-        if self.metric == "concurrency" and self.container_concurrency > 0:
-            total = (
-                min(total, float(self.container_concurrency))
-                if self.target is not None
-                else float(self.container_concurrency)
-            )
-        target = max(0.01, total * self.target_utilization_percentage / 100.0)
-        return KpaSpec(
-            scaling_metric=self.metric,
-            target_value=target,
-            total_value=total,
-            target_burst_capacity=self.target_burst_capacity,
-            panic_threshold=self.panic_threshold_percentage / 100.0,
-            max_scale_up_rate=self.max_scale_up_rate,
-            max_scale_down_rate=self.max_scale_down_rate,
-            activator_capacity=self.activator_capacity,
-            stable_window=self.stable_window_seconds,
-            scale_down_delay=self.scale_down_delay_seconds,
-            reachable=True,
-            activation_scale=self.activation_scale,
-            initial_scale=self.initial_scale,
-        )
-
-    @property
-    def panic_window_seconds(self) -> float:
-        # resources/metric.go: stable x percentage / 100, rounded to whole seconds, at least 1 s.
-        return max(
-            1.0, float(round(self.stable_window_seconds * self.panic_window_percentage / 100.0))
-        )
-
-    @property
-    def signal_name(self) -> str:
-        if self.signal:
-            return self.signal
-        return signals.CONCURRENCY if self.metric == "concurrency" else signals.RPS
+from autoscaler.policy.builtin.params import KpaParams as KpaParams
+from autoscaler.policy.compat.knative import KpaDecider
 
 
 @dataclass(slots=True)

@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from pydantic import Field
-
-from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import EMPTY, Proposal, new_tuple
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.common import aggregate
-
-
-class QueueParams(Params):
-    signal: str = signals.WAITING
-    target_per_replica: float = Field(gt=0, description="waiting requests one replica may hold")
-    window_seconds: float = Field(30.0, gt=0)
-    aggregation: Literal["mean", "max", "last"] = "mean"
-    activation_threshold: float = Field(0.0, ge=0, description="0 -> 1 only above this")
+from autoscaler.policy.builtin.params import QueueParams as QueueParams
 
 
 @dataclass(frozen=True, slots=True)

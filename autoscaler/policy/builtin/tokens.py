@@ -14,22 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pydantic import Field
-
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import EMPTY, Proposal, new_tuple
 from autoscaler.policy.api import Params, Policy
-
-
-class TokensParams(Params):
-    counters: tuple[str, ...] = (signals.PROMPT_TOKENS_TOTAL, signals.GENERATION_TOKENS_TOTAL)
-    gauge: str | None = Field(None, description="a tokens/s gauge to use instead of counters")
-    tokens_per_replica: float = Field(gt=0, description="tokens/s one replica serves within SLO")
-    target_utilization: float = Field(0.8, gt=0, le=1)
-    window_seconds: float = Field(60.0, gt=0)
-    include_throttled: bool = True
-    limit_headroom: float = Field(1.0, gt=0)
+from autoscaler.policy.builtin.params import TokensParams as TokensParams
 
 
 @dataclass(frozen=True, slots=True)

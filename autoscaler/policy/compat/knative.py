@@ -28,7 +28,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Final, Literal
+from typing import Final, Literal, final
+
+from autoscaler.core.rounding import round_even
 
 __all__ = [
     "INVALID_RESULT",
@@ -52,17 +54,13 @@ TICK_INTERVAL_SECONDS: Final = 2
 _TICK_INTERVAL_NS: Final = TICK_INTERVAL_SECONDS * _NS_PER_SECOND
 
 
-_new = object.__new__
-_set = object.__setattr__
-
-
 def _to_ns(seconds: float) -> int:
     """Float seconds -> integer nanoseconds, the unit of Go's ``time.Time``/``time.Duration``.
 
     Rounding (not truncation) so that a value written as e.g. ``60.1`` lands on the nanosecond the
     author meant rather than one below it. The mapping is monotone, so comparisons stay consistent.
     """
-    return round(seconds * 1e9)
+    return round_even(seconds * 1e9)  # round(), written out for the compiled core
 
 
 def _go_int_div(a: int, b: int) -> int:
@@ -408,18 +406,42 @@ class _MaxTimeWindow:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@final
 class KpaResult:
     """One tick's output, upstream ``ScaleResult`` (``multiscaler.go``).
 
     ``valid=False`` means "no decision" (missing data or a read error); the caller must keep its
     previous decision, as ``MultiScaler.tickScaler`` drops invalid results. ``desired`` is before
     min/max/initial-scale bounds and scale-to-zero gating (``kpa/scaler.go`` applies those).
+
+    A value: compares and hashes by its fields; treat it as immutable. A plain class rather than a
+    frozen dataclass, whose generated ``__init__`` is a Python function even when compiled
+    (``autoscaler/native.py``): one is built per target per tick.
     """
 
-    valid: bool
-    desired: int
-    excess_burst_capacity: int
+    __slots__ = ("desired", "excess_burst_capacity", "valid")
+
+    def __init__(self, valid: bool, desired: int, excess_burst_capacity: int) -> None:
+        self.valid = valid
+        self.desired = desired
+        self.excess_burst_capacity = excess_burst_capacity
+
+    def _key(self) -> tuple[bool, int, int]:
+        return (self.valid, self.desired, self.excess_burst_capacity)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KpaResult):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"KpaResult(valid={self.valid!r}, desired={self.desired!r}, "
+            f"excess_burst_capacity={self.excess_burst_capacity!r})"
+        )
 
 
 #: Upstream ``invalidSR``: ``ScaleResult{ScaleValid: false}``, i.e. zeros.
@@ -607,9 +629,4 @@ class KpaDecider:
             total_capacity = float(ready_pods) * spec.total_value
             excess_bc = float(math.floor(total_capacity - tbc - panic_value))
 
-        # KpaResult(True, desired, int(excess_bc)), without the frozen dataclass's __init__.
-        result = _new(KpaResult)
-        _set(result, "valid", True)
-        _set(result, "desired", desired)
-        _set(result, "excess_burst_capacity", int(excess_bc))
-        return result
+        return KpaResult(True, desired, int(excess_bc))
