@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -348,6 +349,12 @@ class _LoopClock:
         await asyncio.sleep(seconds)
 
 
+def timed_collection() -> float:
+    start = time.perf_counter()
+    gc.collect()
+    return time.perf_counter() - start
+
+
 def python_path(n: int) -> None:
     """CPU per request of the agent's own Python path: the real Agent, HttpConnection and
     UpstreamConnection fed the benchmark's request and answer bytes through fake transports (no
@@ -379,6 +386,19 @@ def python_path(n: int) -> None:
             loop.call_soon(fut.set_result, None)
             await fut
 
+        # what a full collection costs in this process, before and after the agent's policy
+        # freezes the start-up heap (gcpolicy.py); best of 3 each
+        unfrozen = min(timed_collection() for _ in range(3))
+        objects = len(gc.get_objects())
+        policy = getattr(agent, "gc", None)  # None: an agent from before gcpolicy (--agent-path)
+        if policy is not None:
+            policy.take_over()
+            frozen = min(timed_collection() for _ in range(3))
+            print(
+                f"full garbage collection of the agent's heap: {unfrozen * 1e3:.2f} ms "
+                f"({objects} objects); with the start-up heap frozen: {frozen * 1e3:.3f} ms "
+                f"({len(gc.get_objects())} objects)"
+            )
         best = float("inf")
         for _ in range(5):
             c0 = time.process_time()
@@ -393,6 +413,8 @@ def python_path(n: int) -> None:
                 assert to_client.out[-1].startswith(b"HTTP/1.1 200 OK"), to_client.out
                 to_client.out.clear()
             best = min(best, time.process_time() - c0)
+        if policy is not None:
+            policy.release()
         await agent.close()
         return best / n
 
@@ -484,6 +506,82 @@ def nginx(up_port: int, port: int) -> subprocess.Popen[bytes]:
     )
 
 
+def scrape(port: int) -> str:
+    """The agent's /metrics (its admin port), or '' when it has none."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError:
+        return ""
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def gc_pauses(text: str) -> dict[str, float]:
+    """``autoscaler_agent_gc_pause_seconds``: count and sum by generation, and how many took
+    over 1 ms (from the buckets): ``{"count_0": .., "sum_0": .., "over_1ms": ..}``."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("autoscaler_agent_gc_pause_seconds"):
+            continue
+        name, _, value = line.rpartition(" ")
+        gen = name.partition('generation="')[2][:1]
+        if name.startswith("autoscaler_agent_gc_pause_seconds_count"):
+            out[f"count_{gen}"] = float(value)
+        elif name.startswith("autoscaler_agent_gc_pause_seconds_sum"):
+            out[f"sum_{gen}"] = float(value)
+        elif 'le="0.001"' in name:
+            out["under_1ms"] = out.get("under_1ms", 0.0) + float(value)
+    if not out:
+        return out  # an agent without the metric (--agent-path, an older checkout)
+    total = sum(v for k, v in out.items() if k.startswith("count_"))
+    out["over_1ms"] = total - out.get("under_1ms", 0.0)
+    return out
+
+
+def gc_line(before: dict[str, float], after: dict[str, float]) -> str:
+    if not after:
+        return "  gc: no autoscaler_agent_gc_pause_seconds (not this agent, or no admin port)"
+    cells = []
+    for gen in "012":
+        n = after.get(f"count_{gen}", 0.0) - before.get(f"count_{gen}", 0.0)
+        ms = (after.get(f"sum_{gen}", 0.0) - before.get(f"sum_{gen}", 0.0)) * 1000
+        cells.append(f"gen{gen} {n:.0f} ({ms:.1f} ms)")
+    over = after.get("over_1ms", 0.0) - before.get("over_1ms", 0.0)
+    return f"  gc collections in the agent: {', '.join(cells)}; over 1 ms: {over:.0f}"
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def summary(rate: float, runs: list[dict[str, Any]], name: str) -> list[str]:
+    """After the repeats of one rate: the median across runs of each percentile's added
+    figure (one VM hiccup does not decide it), and every run's p99 (so hiccups show)."""
+    lines = [f"\n{rate:.0f} req/s, {len(runs)} runs: median across runs"]
+    lines.append(header())
+    for path in ("direct", name):
+        cells = " ".join(f"{median([r[path][q] for r in runs]) * 1000:8.3f}" for _, q in QS)
+        lines.append(f"  {path:<7} {cells}")
+    cells = " ".join(
+        f"{median([r[name][q] - r['direct'][q] for r in runs]) * 1000:+8.3f}" for _, q in QS
+    )
+    lines.append(f"  {'added':<7} {cells}")
+    p99 = ", ".join(f"{r['direct'][0.99] * 1000:.2f}/{r[name][0.99] * 1000:.2f}" for r in runs)
+    lines.append(f"  p99 per run, direct/{name} (ms): {p99}")
+    cpu = ", ".join(f"{r['cpu_us']:.0f}" for r in runs)
+    busy = ", ".join(f"{r['busy']:.0%}" for r in runs)
+    lines.append(
+        f"  {name} CPU per request (us): {cpu} (median {median([r['cpu_us'] for r in runs]):.0f});"
+        f" busy {busy}"
+    )
+    return lines
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -516,6 +614,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--watch-pid", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--scrape-loop", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--agent-path",
         default="",
@@ -538,6 +637,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each open-loop rate")
     parser.add_argument("--agent-core", type=int, default=0, help="-1: no pinning")
     parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run every process of the benchmark at this niceness (-10: ahead of other jobs "
+        "on a shared machine, as a pod's CPU request would put the agent; needs root)",
+    )
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="run the agent with AUTOSCALER_AGENT_GC_FREEZE=0 (CPython's collector untouched): "
+        "the comparison for docs/agent.md's garbage collection figures",
+    )
+    parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="scrape the agent's /metrics every S seconds during each run, as Prometheus "
+        "would (0: only before and after, for the gc figures)",
+    )
+    parser.add_argument(
         "--python-path",
         type=int,
         default=0,
@@ -554,9 +674,19 @@ def main() -> None:
     if args.generate:
         generate(args)
         return
+    if args.scrape_loop:
+        while True:
+            scrape(args.scrape_loop)
+            time.sleep(args.scrape_every)
 
-    up_port, agent_port = free_port(), free_port()
+    if args.nice:
+        # every process of the benchmark inherits it: the model server, the agent (or nginx) and
+        # the generators, so the direct and the proxied runs are treated alike
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    up_port, agent_port, admin_port = free_port(), free_port(), free_port()
     env = dict(os.environ)
+    if args.no_gc_freeze:
+        env["AUTOSCALER_AGENT_GC_FREEZE"] = "0"
     if args.agent_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.agent_path, env.get("PYTHONPATH")]))
     upstream = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(up_port)])
@@ -565,7 +695,8 @@ def main() -> None:
             sys.executable, "-m", "autoscaler", "agent",
             "--upstream", f"http://127.0.0.1:{up_port}",
             "--listen", f"127.0.0.1:{agent_port}",
-            "--metrics-listen", "off",
+            "--metrics-listen", f"127.0.0.1:{admin_port}",
+            "--upstream-metrics-path", "",
             "--default-token-rate", "1e12",
         ],
         cwd=args.agent_path or ROOT,
@@ -585,39 +716,75 @@ def main() -> None:
         print(
             f"cores {sorted(cores)}: agent on {args.agent_core}, model server and load "
             f"generator on {sorted(rest) or 'any'}; load average {os.getloadavg()[0]:.1f}; "
-            f"{args.connections} keep-alive connections, open loop"
+            f"{args.connections} keep-alive connections, open loop; nice "
+            f"{os.getpriority(os.PRIO_PROCESS, 0)}"
         )
         print("\nPOST /v1/completions (metered: parsed, charged, settled)")
+        has_admin = args.reference == "agent"
+        summaries: list[str] = []
         for rate in (float(r) for r in args.rates.split(",")):
+            runs: list[dict[str, Any]] = []
             for run in range(args.repeat):
+                # direct and agent runs interleave, so drift on the machine hits both
                 opts = {"rate": rate, "seconds": args.seconds, "connections": args.connections}
                 direct = run_generator(up_port, rest, **opts)
+                gc0 = gc_pauses(scrape(admin_port)) if has_admin else {}
                 cpu0 = cpu_seconds(agent.pid)
-                proxied = run_generator(agent_port, rest, agent.pid, **opts)
+                scraper = None
+                if has_admin and args.scrape_every > 0:
+                    scraper = subprocess.Popen(
+                        [sys.executable, __file__, "--scrape-loop", str(admin_port),
+                         "--scrape-every", str(args.scrape_every)]
+                    )  # fmt: skip
+                    if rest:
+                        os.sched_setaffinity(scraper.pid, rest)
+                try:
+                    proxied = run_generator(agent_port, rest, agent.pid, **opts)
+                finally:
+                    if scraper is not None:
+                        scraper.terminate()
+                        scraper.wait(10)
                 cpu_run = proxied["cpu_run"]
                 cpu = cpu_seconds(agent.pid) - cpu0
+                gc1 = gc_pauses(scrape(admin_port)) if has_admin else {}
                 # the warm-up requests (100 + rate / 2) ran through the agent too
                 served = len(proxied["latencies"]) + proxied["errors"] + 100 + int(rate * 0.5)
                 saturated = proxied["achieved"] < 0.97 * rate
+                busy = cpu_run / proxied["elapsed"]
+                via = args.reference
                 print(
                     f"\n{rate:.0f} req/s asked (run {run + 1}): achieved "
-                    f"{direct['achieved']:.0f} direct, {proxied['achieved']:.0f} via the agent"
-                    f"{' (the agent saturated)' if saturated else ''}; errors "
-                    f"{direct['errors']}/{proxied['errors']}; agent CPU "
-                    f"{cpu / served * 1e6:.0f} us/request, busy "
-                    f"{cpu_run / proxied['elapsed']:.0%} of the measured run"
+                    f"{direct['achieved']:.0f} direct, {proxied['achieved']:.0f} via {via}"
+                    f"{f' ({via} saturated)' if saturated else ''}; errors "
+                    f"{direct['errors']}/{proxied['errors']}; {via} CPU "
+                    f"{cpu / served * 1e6:.0f} us/request, busy {busy:.0%} of the measured run"
+                    f"; load average {os.getloadavg()[0]:.1f}"
                 )
                 print(header())
                 print(row("direct", direct["latencies"]))
                 print(row(args.reference, proxied["latencies"]))
                 print(added(direct["latencies"], proxied["latencies"]))
+                if has_admin:
+                    print(gc_line(gc0, gc1))
+                runs.append(
+                    {
+                        "direct": {q: pct(direct["latencies"], q) for _, q in QS},
+                        args.reference: {q: pct(proxied["latencies"], q) for _, q in QS},
+                        "cpu_us": cpu / served * 1e6,
+                        "busy": busy,
+                    }
+                )
+            summaries.extend(summary(rate, runs, args.reference))
+        if args.repeat > 1:
+            print("\n== summary ==", *summaries, sep="\n")
 
         direct = run_generator(up_port, rest, mode="sequential", count=args.sequential)
         cpu0 = cpu_seconds(agent.pid)
         proxied = run_generator(agent_port, rest, mode="sequential", count=args.sequential)
         cpu = cpu_seconds(agent.pid) - cpu0
         print(
-            f"\n{args.sequential} sequential requests, one connection (no queueing); agent CPU "
+            f"\n{args.sequential} sequential requests, one connection (no queueing); "
+            f"{args.reference} CPU "
             f"{cpu / (args.sequential + 100) * 1e6:.0f} us/request"
         )
         print(header())

@@ -9,5 +9,6 @@
 - ``http1``: the proxy port's HTTP/1.1 server (asyncio protocol, httptools)
 - ``upstream``: pooled keep-alive connections to the model server (asyncio protocol, httptools)
 - ``proxy``: the ``Agent``: admission, metering and relaying on that path; the aiohttp admin app
+- ``gcpolicy``: garbage collection timed, the start-up heap frozen once the agent is up
 - ``main``: runs both on a real clock given by the CLI
 """

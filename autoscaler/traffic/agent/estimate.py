@@ -133,11 +133,54 @@ def usage_tokens(usage: Any) -> int | None:
     return (prompt or 0) + (completion or 0)
 
 
+_DECODER = json.JSONDecoder()
+_MISS = -1  # _usage_member: the usage is not the body's last member; parse the whole body
+
+
+def _usage_member(raw: bytes, at: int) -> int | None:
+    """The usage of a body whose last top-level member is ``"usage"`` (at ``at``), from that
+    member alone; ``_MISS`` when it is not that shape.
+
+    OpenAI, vLLM and TGI end their answers with the usage, after the generated text: parsing
+    the small tail instead of the whole body saves most of the JSON work on long completions.
+    The shape is checked exactly: the quote at ``at`` is not escaped, a colon follows, and the
+    value is followed by nothing but the ``}`` that closes the body (a ``usage`` nested deeper
+    would be followed by more closers), so in a well-formed body this is the member
+    ``json.loads`` would give."""
+    backslashes = 0
+    while at - backslashes > 0 and raw[at - backslashes - 1] == 0x5C:  # "\"
+        backslashes += 1
+    if backslashes % 2:
+        return _MISS  # the quote is escaped: inside a string
+    try:
+        text = raw[at + 7 :].decode()
+    except UnicodeDecodeError:
+        return _MISS
+    colon = text.find(":")
+    if colon < 0 or text[:colon].strip():
+        return _MISS
+    start = colon + 1
+    while start < len(text) and text[start] in " \t\r\n":
+        start += 1
+    try:
+        value, end = _DECODER.raw_decode(text, start)
+    except ValueError:
+        return _MISS
+    if text[end:].strip() != "}":
+        return _MISS
+    return usage_tokens(value)
+
+
 def usage_of_json(raw: bytes) -> int | None:
     """The usage of a whole JSON response body, or None. Bodies without the word are not
-    parsed (KServe's own answers, errors)."""
-    if b'"usage"' not in raw:
+    parsed (KServe's own answers, errors); bodies that end with their usage member, as OpenAI
+    servers' do, have only that member parsed (``_usage_member``)."""
+    at = raw.rfind(b'"usage"')
+    if at < 0:
         return None
+    usage = _usage_member(raw, at)
+    if usage != _MISS:
+        return usage
     try:
         body = json.loads(raw.decode())  # UTF-8 (RFC 8259); skips json's encoding sniffing
     except (ValueError, UnicodeDecodeError):

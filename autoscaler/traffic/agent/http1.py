@@ -89,12 +89,6 @@ class Request:
         self.has_body = False  # it came with Content-Length or Transfer-Encoding
         self.keep_alive = True
 
-    def add_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
-        self.headers.append((name, value))
-        self.names.append(lower)
-        self.index.setdefault(lower, value)
-
     def header(self, lower_name: bytes) -> bytes | None:
         """The first value of a header, by its lower-case name."""
         return self.index.get(lower_name)
@@ -144,7 +138,13 @@ class HttpConnection(asyncio.Protocol):
         self._close_after = False
         self._keep_alive = True
         self._http11 = True
-        self.last_active = 0.0  # loop time of the last bytes read or answer finished
+        # loop time of the last bytes read or answer finished: housekeeping runs on the event
+        # loop's clock, as asyncio's own timeouts do; admission and metering use the agent's
+        # injected Clock
+        self.last_active = 0.0
+        # the loop, read once per connection: asyncio.get_running_loop() costs a getpid()
+        # system call on Python 3.11, and the request path would ask for it five times
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def idle(self) -> bool:
@@ -156,7 +156,8 @@ class HttpConnection(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
-        self.last_active = self.server.loop_time()
+        self._loop = loop = asyncio.get_running_loop()
+        self.last_active = loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -171,7 +172,8 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stop_reading:
             return
-        self.last_active = self.server.loop_time()
+        assert self._loop is not None  # connection_made came first
+        self.last_active = self._loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -220,9 +222,17 @@ class HttpConnection(asyncio.Protocol):
         self._count_header(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._req is not None
-        self._req.add_header(name, value)
-        self._count_header(len(name) + len(value) + 4)
+        # filled here rather than by a method of Request, and counted inline: this runs for
+        # every header of every request
+        req = self._req
+        assert req is not None
+        lower = name.lower()
+        req.headers.append((name, value))
+        req.names.append(lower)
+        req.index.setdefault(lower, value)
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise _ParseError(431, f"request headers over {MAX_HEADER_BYTES} bytes")
 
     def _count_header(self, n: int) -> None:
         self._header_bytes += n
@@ -279,7 +289,8 @@ class HttpConnection(asyncio.Protocol):
 
     def _dispatch(self) -> None:
         if self._task is None and self._pending and not self.closed:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            assert self._loop is not None
+            self._task = self._loop.create_task(self._run())
         if len(self._pending) > MAX_PIPELINED and self._reading and self.transport is not None:
             self._reading = False
             self.transport.pause_reading()
@@ -316,7 +327,8 @@ class HttpConnection(asyncio.Protocol):
                     return
         finally:
             self._task = None
-            self.last_active = self.server.loop_time()
+            assert self._loop is not None
+            self.last_active = self._loop.time()
         if self._stop_reading and not self.closed:
             self._close()  # upgraded: nothing more will be answered
 
@@ -420,12 +432,6 @@ class HttpServer:
         self.server: asyncio.Server | None = None
         self.keepalive_timeout = KEEPALIVE_TIMEOUT
         self._sweeper: asyncio.TimerHandle | None = None
-
-    @staticmethod
-    def loop_time() -> float:
-        # housekeeping runs on the event loop's clock, as asyncio's own timeouts do; admission
-        # and metering use the agent's injected Clock
-        return asyncio.get_running_loop().time()
 
     def sweep(self, now: float) -> int:
         """Close the keep-alive connections idle longer than ``keepalive_timeout`` (clients

@@ -27,10 +27,16 @@ log = logging.getLogger("autoscaler.traffic.agent")
 
 
 async def serve(
-    agent: Agent, stop: asyncio.Event, ready: Callable[[list[str]], None] | None = None
+    agent: Agent,
+    stop: asyncio.Event,
+    ready: Callable[[list[str]], None] | None = None,
+    *,
+    freeze_gc: bool = True,
 ) -> None:
     """Serve the proxy and the admin app until ``stop`` is set; ``ready`` gets the bound
-    addresses (the proxy's first)."""
+    addresses (the proxy's first). Once both are up the start-up heap is frozen out of the
+    garbage collector's sight (``freeze_gc``, see ``gcpolicy``); collections are timed either
+    way."""
     config = agent.config
     runner: web.AppRunner | None = None
     addresses: list[str] = []
@@ -45,6 +51,10 @@ async def serve(
             host, port = config.metrics_listen
             await web.TCPSite(runner, host, port).start()
             addresses.extend(f"http://{a[0]}:{a[1]}" for a in runner.addresses)
+        if freeze_gc:
+            agent.gc.take_over()  # every import done, both ports up (gcpolicy.py)
+        else:
+            agent.gc.pauses.install()
         log.info(
             "agent up: proxy %s -> %s, token limit %s tokens/s (%s)",
             addresses[0],
@@ -56,6 +66,7 @@ async def serve(
             ready(addresses)
         await stop.wait()
     finally:
+        agent.gc.release()
         if runner is not None:
             await runner.cleanup()
         await agent.close()
@@ -98,7 +109,7 @@ def run_agent(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         agent = Agent(config, clock, registry, before_metrics=before_metrics)
-        await serve(agent, stop)
+        await serve(agent, stop, freeze_gc=os.environ.get("AUTOSCALER_AGENT_GC_FREEZE") != "0")
 
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:

@@ -46,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from autoscaler.core.clock import Clock
 from autoscaler.traffic.agent.budget import Charge, TokenBudget
 from autoscaler.traffic.agent.estimate import SseCounter, parse_openai_request, usage_of_json
+from autoscaler.traffic.agent.gcpolicy import GcPauses, GcPolicy
 from autoscaler.traffic.agent.http1 import HttpConnection, HttpServer, Request
 from autoscaler.traffic.agent.metrics import AgentMetrics
 from autoscaler.traffic.agent.options import AgentConfig
@@ -81,6 +82,15 @@ SMALL_BODY = 256 * 1024  # answers up to this Content-Length are read whole
 ADMISSION_RETRY_AFTER_CAP = 3600  # seconds; a zero limit has no finite wait
 IDLE_UPSTREAM_SECONDS = 30.0  # keep-alive connections to the model server idle longer are closed
 SHUTDOWN_GRACE_SECONDS = 10.0  # answers in progress at SIGTERM get this long to finish
+
+
+def _refusal_body(status: int, message: str, kind: str) -> bytes:
+    """An OpenAI-style error body (``type`` is what OpenAI clients back off on)."""
+    return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+
+
+_TOKENS_BODY = _refusal_body(429, "token rate limit exceeded", "rate_limit_exceeded")
+_CONCURRENCY_BODY = _refusal_body(503, "too many requests in flight", "overloaded")
 
 
 def connection_named(values: list[bytes]) -> frozenset[bytes]:
@@ -198,9 +208,7 @@ class _Relay:
             if meter.first_byte_at is None:
                 meter.first_byte_at = now = self.agent.clock.now()
                 if meter.stream:
-                    self.agent.metrics.ttft.labels(meter.charge.model).observe(
-                        now - meter.admitted_at
-                    )
+                    self.agent.ttft(meter.charge.model).observe(now - meter.admitted_at)
             if meter.counter is not None:
                 meter.counter.feed(chunk)
         self.client.write(chunk)
@@ -240,6 +248,7 @@ class Agent:
         self.clock = clock
         self.registry = registry
         self.metrics = AgentMetrics(registry)
+        self.gc = GcPolicy(GcPauses(self.metrics.gc_pause, clock.now))
         self.budget = TokenBudget(
             config.default_token_rate,
             clock.now(),
@@ -264,6 +273,8 @@ class Agent:
         self._servers: list[HttpServer] = []
         self._in_flight: dict[str, Any] = {}  # metric children by label values
         self._admitted_series: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._ttft: dict[str, Any] = {}
+        self._rejected_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._waker: asyncio.Future[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -426,24 +437,28 @@ class Agent:
     def _refuse(
         self, client: HttpConnection, refused: Refused, model: str, tenant: str, cost: float
     ) -> None:
-        m = self.metrics
-        model = self.budget.model_key(model)
-        m.rejected_requests.labels(tenant, model, refused.reason).inc()
-        m.rejected_tokens.labels(tenant, model, refused.reason).inc(cost)
+        # under a storm of refusals this is the hot path: metric children looked up once per
+        # (tenant, model, reason), all bounded by the budget's keys; the bodies are constants
+        key = (tenant, self.budget.model_key(model), refused.reason)
+        pair = self._rejected_series.get(key)
+        if pair is None:
+            m = self.metrics
+            pair = self._rejected_series[key] = (
+                m.rejected_requests.labels(*key),
+                m.rejected_tokens.labels(*key),
+            )
+        pair[0].inc()
+        pair[1].inc(cost)
         if refused.reason == "tokens":
             seconds = retry_after(refused.wait if refused.wait is not None else 1.0)
-            status, message = 429, "token rate limit exceeded"
-            kind = "rate_limit_exceeded"
+            status, reason, body = 429, b"Too Many Requests", _TOKENS_BODY
         else:
-            seconds, status, message = 1, 503, "too many requests in flight"
-            kind = "overloaded"
-        body = json.dumps({"error": {"message": message, "type": kind, "code": status}})
+            seconds, status, reason, body = 1, 503, b"Service Unavailable", _CONCURRENCY_BODY
         headers = [
             (b"Content-Type", b"application/json; charset=utf-8"),
             (b"Retry-After", b"%d" % seconds),
         ]
-        reason = b"Too Many Requests" if status == 429 else b"Service Unavailable"
-        client.respond(status, reason, headers, body.encode())
+        client.respond(status, reason, headers, body)
 
     async def handle(self, request: Request, client: HttpConnection) -> None:
         """One request, from the HTTP server: admit, forward, settle."""
@@ -496,6 +511,14 @@ class Agent:
                 m.admitted_tokens.labels(*key),
             )
         return pair
+
+    def ttft(self, model: str) -> Any:
+        """The time-to-first-token histogram of a model, looked up once (``model`` is the
+        budget's ``model_key``: bounded)."""
+        child = self._ttft.get(model)
+        if child is None:
+            child = self._ttft[model] = self.metrics.ttft.labels(model)
+        return child
 
     def upstream_request(self, request: Request, *, metered: bool) -> bytes:
         """The bytes sent to the model server: request line, filtered headers, body."""

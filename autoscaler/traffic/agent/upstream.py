@@ -158,7 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._status = 0
         self._interim = False
         self.reusable = False
-        self._done = done = asyncio.get_running_loop().create_future()
+        self._done = done = self.pool.loop().create_future()
         self.transport.write(data)
         return done
 
@@ -223,6 +223,7 @@ class UpstreamPool:
         self.timeout = timeout
         self.check_interval = min(check_interval, timeout)
         self._checker: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.opened = 0  # connections made, for tests and the benchmark
         self._idle: deque[UpstreamConnection] = deque()
         self._busy = 0
@@ -232,6 +233,14 @@ class UpstreamPool:
     @property
     def idle(self) -> int:
         return len(self._idle)
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, read once: ``asyncio.get_running_loop()`` costs a ``getpid()``
+        system call on Python 3.11, and each exchange would ask for it twice."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     async def _acquire(self) -> tuple[UpstreamConnection, bool]:
         while self._busy >= self.limit:
@@ -317,7 +326,7 @@ class UpstreamPool:
     async def exchange(self, request: bytes, sink: Sink, *, head_only: bool = False) -> None:
         """Send ``request`` and feed its answer to ``sink``; raises ``UpstreamError``. Cancelled
         midway, the connection is cut (its answer is unfinished) and not reused."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop()
         if self._checker is None:
             self._checker = loop.call_later(self.check_interval, self._check)
         deadline = loop.time() + self.timeout

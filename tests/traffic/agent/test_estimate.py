@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from autoscaler.traffic.agent.estimate import (
     SseCounter,
     parse_openai_request,
@@ -70,6 +74,73 @@ def test_usage_fields() -> None:
     assert usage_of_json(b'{"choices": [], "usage": {"total_tokens": 12}}') == 12
     assert usage_of_json(b'{"predictions": [1]}') is None
     assert usage_of_json(b'{"usage": 1') is None
+
+
+def _full_parse(raw: bytes) -> int | None:
+    """What usage_of_json answered before its tail fast path: the whole body parsed."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    return usage_tokens(body.get("usage")) if isinstance(body, dict) else None
+
+
+USAGE = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # the OpenAI shape, compact and pretty-printed: the tail alone is parsed
+        (json.dumps({"id": "c", "choices": [{"text": "hi"}], "usage": USAGE}).encode(), 16),
+        (json.dumps({"choices": [], "usage": USAGE}, indent=2).encode() + b"\n", 16),
+        (b'{"usage" :\t{"completion_tokens": 4} }', 4),
+        (b'{"usage": null}', None),
+        # not the body's last member, or not a top-level one: the whole body decides
+        (b'{"usage": {"total_tokens": 7}, "id": "x"}', 7),
+        (b'{"choices": [{"usage": {"total_tokens": 3}}]}', None),
+        (b'{"a": {"usage": {"total_tokens": 3}}}', None),
+        (b'[{"usage": {"total_tokens": 3}}]', None),
+        (b'{"usage": {"total_tokens": 7}, "x": {"usage": {"total_tokens": 3}}}', 7),
+        # the word inside a string, escaped quotes, a key that only ends with it
+        (b'{"text": "the \\"usage\\": {\\"total_tokens\\": 3}}"}', None),
+        (b'{"x\\"usage": {"total_tokens": 3}}', None),
+        (b'{"usage": {"total_tokens": 2}, "x\\\\": "usage"}', 2),
+        (b'{"type": "usage"}', None),
+        # unfinished or not JSON
+        (b'{"usage": {"total_tokens": 3}', None),
+        (b'"usage"', None),
+        (b'{"usage": {"total_tokens": 3}}\xff', None),
+    ],
+)
+def test_usage_of_json_reads_the_tail_as_a_full_parse_would(
+    raw: bytes, expected: int | None
+) -> None:
+    assert usage_of_json(raw) == expected
+    assert _full_parse(raw) == expected
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 50) | st.text(alphabet='ab"\\ usage:{}'),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["usage", "a", 'x"usage', "total_tokens"]), inner, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    body=st.dictionaries(st.sampled_from(["id", "choices", "usage", "usage\\"]), _json_values),
+    indent=st.sampled_from([None, 0, 2]),
+)
+def test_usage_of_json_agrees_with_a_full_parse(
+    body: dict[str, object], indent: int | None
+) -> None:
+    raw = json.dumps(body, indent=indent).encode()
+    assert usage_of_json(raw) == _full_parse(raw)
 
 
 def _event(obj: object) -> bytes:
