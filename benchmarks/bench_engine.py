@@ -27,6 +27,18 @@ POLICIES = {
     "tokens": "{name: tokens, params: {tokensPerReplica: 2500}}",
     "kpa": "{name: kpa, params: {metric: concurrency}}",
     "hpa": "{name: hpa, params: {metrics: [{signal: concurrency, target: 70}]}}",
+    "keda": (
+        "{name: keda, params: {trigger: {signal: requests_waiting, target: 4}, "
+        "pollingIntervalSeconds: 5, cooldownPeriodSeconds: 60}}"
+    ),
+    # policies/llm-chat.yaml's llm policy: the default for LLM targets
+    "llm": (
+        "{name: llm, params: {sloTtftSeconds: 2, prefillTokensPerSecond: 12000, "
+        "decodeTokensPerSecond: 3200, phases: separate, targetUtilization: 0.8, "
+        "waitingPerReplica: 2, queueWindowSeconds: 30, queueMaxGrowth: 2, "
+        "queueWhileStarting: false, unservedDemand: true, kvTarget: 0.8, "
+        "queueTimeFraction: 0.75, scaleDownDelaySeconds: 600}}"
+    ),
 }
 
 TEMPLATE = """

@@ -359,17 +359,28 @@ def _time_phases(svc: Service) -> dict[str, list[float]]:
 
         source.collect = timed_collect  # type: ignore[method-assign]
     phases["engine tick"] = engine_times = []
-    engine_tick = svc.engine.tick
+    # The loop's engine behind a proxy that times tick(): a compiled Engine's methods cannot be
+    # replaced (autoscaler/native.py), and the loop reads the engine only through attributes.
+    svc.loop.engine = _TimedEngine(svc.engine, engine_times)  # type: ignore[assignment]
+    return phases
 
-    def timed_tick(now: float, observations: Any) -> Any:
+
+class _TimedEngine:
+    """Delegates to the engine; appends the duration of every ``tick`` to ``times``."""
+
+    def __init__(self, engine: Any, times: list[float]) -> None:
+        self._engine = engine
+        self._times = times
+
+    def tick(self, now: float, observations: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return engine_tick(now, observations)
+            return self._engine.tick(now, observations)
         finally:
-            engine_times.append(time.perf_counter() - t0)
+            self._times.append(time.perf_counter() - t0)
 
-    svc.engine.tick = timed_tick  # type: ignore[method-assign]
-    return phases
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
 
 
 def _top(

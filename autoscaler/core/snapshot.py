@@ -118,3 +118,14 @@ class Snapshot:
     def percentile(self, signal: str, span: float, q: float) -> float | None:
         w = self._windows.get(signal)
         return w.percentile(self.now, span, q) if w is not None else None
+
+
+def aggregate(snap: Snapshot, signal: str, span: float, how: str) -> float | None:
+    """The signal over the trailing span by ``how`` ("mean", "max" or "last"), or None when the
+    span holds no sample. (Here, compiled with the snapshot, rather than beside the policies'
+    params: policies call it per target per tick.)"""
+    if how == "mean":
+        return snap.mean(signal, span)
+    if how == "max":
+        return snap.max(signal, span)
+    return snap.last(signal) if snap.age(signal) <= span else None

@@ -7,20 +7,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from autoscaler.core.rounding import to_milli as to_milli
-from autoscaler.core.snapshot import Snapshot
+from autoscaler.core.snapshot import aggregate as aggregate
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.registry import get_policy_class
 
 Aggregation = Literal["mean", "max", "last"]
-
-
-def aggregate(snap: Snapshot, signal: str, span: float, how: Aggregation) -> float | None:
-    """The signal over the trailing span, or None when the span holds no sample."""
-    if how == "mean":
-        return snap.mean(signal, span)
-    if how == "max":
-        return snap.max(signal, span)
-    return snap.last(signal) if snap.age(signal) <= span else None
 
 
 class NestedPolicy(Params):

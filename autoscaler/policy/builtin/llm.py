@@ -64,105 +64,50 @@ zero). KV usage, TTFT and GPU utilisation are optional: without them their terms
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
-
-from pydantic import Field, model_validator
+from typing import ClassVar, final
 
 from autoscaler.core import signals
-from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import Proposal
+from autoscaler.core.snapshot import Snapshot, aggregate
+from autoscaler.core.types import EMPTY, Proposal, new_tuple
 from autoscaler.policy.api import Params, Policy
-from autoscaler.policy.builtin.common import aggregate
-
-#: p95 of the time requests wait before their prefill starts (vLLM's
-#: ``vllm:request_queue_time_seconds`` histogram): the part of TTFT that replicas can shorten.
-QUEUE_TIME_P95_SECONDS = "queue_time_p95_seconds"
+from autoscaler.policy.builtin.params import QUEUE_TIME_P95_SECONDS as QUEUE_TIME_P95_SECONDS
+from autoscaler.policy.builtin.params import LlmParams as LlmParams
 
 
-class LlmParams(Params):
-    slo_ttft_seconds: float = Field(gt=0, description="the TTFT SLO the latency terms aim at")
-    # Capacity model of one replica.
-    prefill_tokens_per_second: float = Field(gt=0, description="prompt tokens/s one replica")
-    decode_tokens_per_second: float = Field(gt=0, description="generation tokens/s one replica")
-    target_utilization: float = Field(0.7, gt=0, le=1, description="of the capacity model")
-    phases: Literal["shared", "separate"] = Field(
-        "shared", description="prefill and decode share the GPU (sum) or run apart (max)"
-    )
-    token_window_seconds: float = Field(60.0, gt=0)
-    include_throttled: bool = True
-    # Queue.
-    waiting_per_replica: float = Field(2.0, gt=0, description="waiting requests one replica holds")
-    queue_window_seconds: float = Field(10.0, gt=0)
-    queue_aggregation: Literal["mean", "max", "last"] = "mean"
-    queue_drain_seconds: float = Field(
-        30.0, ge=0, description="a queue shrinking fast enough to clear in this adds nothing"
-    )
-    queue_while_starting: bool = Field(
-        False, description="let the queue add replicas while others start (bursty traffic)"
-    )
-    unserved_demand: bool = Field(
-        False, description="size for arrivals (rps) while the queue grows, not served tokens"
-    )
-    queue_max_growth: float = Field(
-        2.0, ge=1, description="the queue term asks for at most this times the ready replicas"
-    )
-    # KV cache.
-    kv_target: float = Field(0.8, gt=0, le=1, description="KV-cache usage fraction to run at")
-    kv_window_seconds: float = Field(30.0, gt=0)
-    # Latency floor.
-    ttft_signal: str = signals.TTFT_P95_SECONDS
-    ttft_window_seconds: float = Field(30.0, gt=0)
-    ttft_scale_up_fraction: float = Field(
-        0.8, gt=0, description="of the SLO after prefill: TTFT less prefill above adds replicas"
-    )
-    ttft_hold_fraction: float = Field(
-        0.5, gt=0, description="of the SLO after prefill: above, never scale down"
-    )
-    ttft_min_waiting: float = Field(
-        1.0, ge=0, description="TTFT (used without queue time) counts only while this many wait"
-    )
-    queue_time_signal: str | None = Field(
-        QUEUE_TIME_P95_SECONDS, description="p95 time requests wait before prefill (optional)"
-    )
-    queue_time_fraction: float = Field(
-        0.25, gt=0, description="of the SLO after prefill: queue time above adds, above half holds"
-    )
-    settle_seconds: float = Field(
-        30.0, ge=0, description="latency after replicas became ready is ignored this long"
-    )
-    # Scale-down.
-    scale_down_margin: float = Field(0.15, ge=0, lt=1, description="below the targets by this")
-    scale_down_delay_seconds: float = Field(300.0, ge=0, description="condition held this long")
-    scale_down_step_seconds: float | None = Field(
-        None, ge=0, description="at most one step per this (default: the delay)"
-    )
-    # Guard.
-    gpu_busy_utilization: float | None = Field(
-        0.95, gt=0, le=1, description="no scale-down while mean GPU utilisation is above"
-    )
-    gpu_window_seconds: float = Field(60.0, gt=0)
-    # Token budget.
-    budget_tokens_per_replica: float | None = Field(
-        None, gt=0, description="tokens/s one replica serves in SLO; default: capacity model"
-    )
-    budget_utilization: float = Field(1.0, gt=0, description="of the per-replica token rate")
-
-    @model_validator(mode="after")
-    def _ordered_fractions(self) -> LlmParams:
-        if self.ttft_hold_fraction > self.ttft_scale_up_fraction:
-            raise ValueError(
-                f"ttftHoldFraction ({self.ttft_hold_fraction:g}) must be <= "
-                f"ttftScaleUpFraction ({self.ttft_scale_up_fraction:g})"
-            )
-        return self
-
-
-@dataclass(frozen=True, slots=True)
+@final
 class LlmState:
-    below_since: float | None = None  # when the scale-down condition last became true
-    last_down: float | None = None  # when the policy last proposed a step down
-    last_starting: float | None = None  # when replicas were last seen starting
+    """The policy's memory of one target. A value: compares by its fields; treat it as immutable
+    (``decide`` returns a new one). A plain class, not a frozen dataclass, whose generated
+    ``__init__`` stays a Python function when compiled (autoscaler/native.py)."""
+
+    __slots__ = ("below_since", "last_down", "last_starting")
+
+    def __init__(
+        self,
+        below_since: float | None = None,  # when the scale-down condition last became true
+        last_down: float | None = None,  # when the policy last proposed a step down
+        last_starting: float | None = None,  # when replicas were last seen starting
+    ) -> None:
+        self.below_since = below_since
+        self.last_down = last_down
+        self.last_starting = last_starting
+
+    def _key(self) -> tuple[float | None, float | None, float | None]:
+        return (self.below_since, self.last_down, self.last_starting)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LlmState):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"LlmState(below_since={self.below_since!r}, last_down={self.last_down!r}, "
+            f"last_starting={self.last_starting!r})"
+        )
 
 
 class LlmPolicy(Policy[LlmParams, LlmState]):
@@ -203,9 +148,8 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         budget = self.token_budget(snap.ready, prompt, gen)
         waiting = aggregate(snap, signals.WAITING, p.queue_window_seconds, p.queue_aggregation)
         if prompt is None or gen is None or waiting is None:
-            return Proposal(None, token_rate=budget, reason="no queue or token data yet"), (
-                replace(state, below_since=None)
-            )
+            none = new_tuple(Proposal, (None, budget, "no queue or token data yet", EMPTY))
+            return none, LlmState(None, state.last_down, state.last_starting)
         throttled = 0.0
         if p.include_throttled:
             throttled = snap.mean(signals.THROTTLED_TOKENS_PER_SECOND, window) or 0.0
@@ -225,7 +169,7 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         # still starting (else each ready replica would add another).
         now = snap.now
         last_starting = now if snap.starting > 0 else state.last_starting
-        state = replace(state, last_starting=last_starting)
+        state = LlmState(state.below_since, state.last_down, last_starting)
         span = p.ttft_window_seconds
         if last_starting is not None:
             span = min(span, now - last_starting - p.settle_seconds)
@@ -299,28 +243,28 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
             # Scale-up terms name the total they need; replicas already starting are in
             # ``current``, so only demand beyond them adds more.
             reason = _top_reason(n_tokens, n_queue, n_kv, n_ttft, n_qtime, n_unserved)
-            return Proposal(want, budget, reason, inputs), replace(state, below_since=None)
+            up = new_tuple(Proposal, (want, budget, reason, inputs))
+            return up, LlmState(None, state.last_down, state.last_starting)
         if current <= 0:
-            return Proposal(current, budget, "idle at zero", inputs), replace(
-                state, below_since=None, last_down=None
-            )
+            idle = new_tuple(Proposal, (current, budget, "idle at zero", inputs))
+            return idle, LlmState(None, None, state.last_starting)
 
         blocker = self._down_blocker(snap, load, waiting, kv, wait, qtime, after_prefill)
         if blocker:
-            return Proposal(current, budget, blocker, inputs), replace(state, below_since=None)
+            held_up = new_tuple(Proposal, (current, budget, blocker, inputs))
+            return held_up, LlmState(None, state.last_down, state.last_starting)
         since = state.below_since if state.below_since is not None else now
         delay = p.scale_down_delay_seconds
         held = now - since >= delay
         step = p.scale_down_step_seconds if p.scale_down_step_seconds is not None else delay
         spaced = state.last_down is None or now - state.last_down >= step
         if held and spaced:
-            return (
-                Proposal(current - 1, budget, "remaining replicas below target", inputs),
-                replace(state, below_since=since, last_down=now),
+            down = new_tuple(
+                Proposal, (current - 1, budget, "remaining replicas below target", inputs)
             )
-        return Proposal(current, budget, "scale-down pending", inputs), replace(
-            state, below_since=since
-        )
+            return down, LlmState(since, now, state.last_starting)
+        pending = new_tuple(Proposal, (current, budget, "scale-down pending", inputs))
+        return pending, LlmState(since, state.last_down, state.last_starting)
 
     def _down_blocker(
         self,

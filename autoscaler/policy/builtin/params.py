@@ -1,9 +1,9 @@
 """The params (pydantic models) of the built-in policies whose decisions are compiled.
 
-``queue``, ``tokens``, ``kpa``, ``hpa`` (and ``keda``'s shared HPA pieces) decide on every target
-on every tick, so their modules are compiled with mypyc (autoscaler/native.py). A pydantic model
-cannot be: pydantic reads the class's annotations and methods as Python objects. The models live
-here, plain Python, and each policy module re-exports its own (``from
+``queue``, ``tokens``, ``kpa``, ``hpa``, ``keda`` and ``llm`` decide on
+every target on every tick, so their modules are compiled with mypyc (autoscaler/native.py). A
+pydantic model cannot be: pydantic reads the class's annotations and methods as Python objects.
+The models live here, plain Python, and each policy module re-exports its own (``from
 autoscaler.policy.builtin.queue import QueueParams`` still works).
 """
 
@@ -165,5 +165,116 @@ class HpaParams(Params):
         if self.max_replicas < self.min_replicas:
             raise ValueError(
                 f"maxReplicas ({self.max_replicas}) must be >= minReplicas ({self.min_replicas})"
+            )
+        return self
+
+
+# keda
+class KedaParams(Params):
+    trigger: HpaMetric
+    activation_threshold: float = Field(0.0, ge=0)
+    polling_interval_seconds: float = Field(30.0, gt=0)
+    cooldown_period_seconds: float = Field(300.0, ge=0)
+    initial_cooldown_period_seconds: float = Field(0.0, ge=0)
+    min_replica_count: int = Field(0, ge=0)
+    max_replica_count: int = Field(100, ge=1)
+    idle_replica_count: int | None = Field(None, ge=0)
+    tolerance: float = Field(0.1, ge=0, lt=1)
+    behavior: Behavior = Field(default_factory=Behavior)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> KedaParams:
+        if self.max_replica_count < self.min_replica_count:
+            raise ValueError(
+                f"maxReplicaCount ({self.max_replica_count}) must be >= "
+                f"minReplicaCount ({self.min_replica_count})"
+            )
+        if self.idle_replica_count is not None and self.idle_replica_count >= max(
+            self.min_replica_count, 1
+        ):
+            raise ValueError("idleReplicaCount must be below minReplicaCount")
+        return self
+
+
+# llm
+#: p95 of the time requests wait before their prefill starts (vLLM's
+#: ``vllm:request_queue_time_seconds`` histogram): the part of TTFT that replicas can shorten.
+QUEUE_TIME_P95_SECONDS = "queue_time_p95_seconds"
+
+
+class LlmParams(Params):
+    slo_ttft_seconds: float = Field(gt=0, description="the TTFT SLO the latency terms aim at")
+    # Capacity model of one replica.
+    prefill_tokens_per_second: float = Field(gt=0, description="prompt tokens/s one replica")
+    decode_tokens_per_second: float = Field(gt=0, description="generation tokens/s one replica")
+    target_utilization: float = Field(0.7, gt=0, le=1, description="of the capacity model")
+    phases: Literal["shared", "separate"] = Field(
+        "shared", description="prefill and decode share the GPU (sum) or run apart (max)"
+    )
+    token_window_seconds: float = Field(60.0, gt=0)
+    include_throttled: bool = True
+    # Queue.
+    waiting_per_replica: float = Field(2.0, gt=0, description="waiting requests one replica holds")
+    queue_window_seconds: float = Field(10.0, gt=0)
+    queue_aggregation: Literal["mean", "max", "last"] = "mean"
+    queue_drain_seconds: float = Field(
+        30.0, ge=0, description="a queue shrinking fast enough to clear in this adds nothing"
+    )
+    queue_while_starting: bool = Field(
+        False, description="let the queue add replicas while others start (bursty traffic)"
+    )
+    unserved_demand: bool = Field(
+        False, description="size for arrivals (rps) while the queue grows, not served tokens"
+    )
+    queue_max_growth: float = Field(
+        2.0, ge=1, description="the queue term asks for at most this times the ready replicas"
+    )
+    # KV cache.
+    kv_target: float = Field(0.8, gt=0, le=1, description="KV-cache usage fraction to run at")
+    kv_window_seconds: float = Field(30.0, gt=0)
+    # Latency floor.
+    ttft_signal: str = signals.TTFT_P95_SECONDS
+    ttft_window_seconds: float = Field(30.0, gt=0)
+    ttft_scale_up_fraction: float = Field(
+        0.8, gt=0, description="of the SLO after prefill: TTFT less prefill above adds replicas"
+    )
+    ttft_hold_fraction: float = Field(
+        0.5, gt=0, description="of the SLO after prefill: above, never scale down"
+    )
+    ttft_min_waiting: float = Field(
+        1.0, ge=0, description="TTFT (used without queue time) counts only while this many wait"
+    )
+    queue_time_signal: str | None = Field(
+        QUEUE_TIME_P95_SECONDS, description="p95 time requests wait before prefill (optional)"
+    )
+    queue_time_fraction: float = Field(
+        0.25, gt=0, description="of the SLO after prefill: queue time above adds, above half holds"
+    )
+    settle_seconds: float = Field(
+        30.0, ge=0, description="latency after replicas became ready is ignored this long"
+    )
+    # Scale-down.
+    scale_down_margin: float = Field(0.15, ge=0, lt=1, description="below the targets by this")
+    scale_down_delay_seconds: float = Field(300.0, ge=0, description="condition held this long")
+    scale_down_step_seconds: float | None = Field(
+        None, ge=0, description="at most one step per this (default: the delay)"
+    )
+    # Guard.
+    gpu_busy_utilization: float | None = Field(
+        0.95, gt=0, le=1, description="no scale-down while mean GPU utilisation is above"
+    )
+    gpu_window_seconds: float = Field(60.0, gt=0)
+    # Token budget.
+    budget_tokens_per_replica: float | None = Field(
+        None, gt=0, description="tokens/s one replica serves in SLO; default: capacity model"
+    )
+    budget_utilization: float = Field(1.0, gt=0, description="of the per-replica token rate")
+
+    @model_validator(mode="after")
+    def _ordered_fractions(self) -> LlmParams:
+        if self.ttft_hold_fraction > self.ttft_scale_up_fraction:
+            raise ValueError(
+                f"ttftHoldFraction ({self.ttft_hold_fraction:g}) must be <= "
+                f"ttftScaleUpFraction ({self.ttft_scale_up_fraction:g})"
             )
         return self

@@ -10,10 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from autoscaler.core.snapshot import Snapshot
+from autoscaler.core.snapshot import Snapshot, aggregate
 from autoscaler.core.types import EMPTY, Proposal, new_tuple
 from autoscaler.policy.api import Params, Policy
-from autoscaler.policy.builtin.common import aggregate
 from autoscaler.policy.builtin.params import QueueParams as QueueParams
 
 
