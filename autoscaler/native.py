@@ -35,6 +35,7 @@ MODULES: tuple[str, ...] = (
     "autoscaler.policy.compat.kubernetes",
     "autoscaler.policy.compat.knative",
     "autoscaler.policy.guard_chain",
+    "autoscaler.policy.base",
     "autoscaler.policy.builtin.hpa_common",
     "autoscaler.policy.builtin.hpa",
     "autoscaler.policy.builtin.keda",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Mapping
 
-from autoscaler.core.windows import SignalWindow
+from autoscaler.core.windows import SignalWindow, first_after
 
 
 class Snapshot:
@@ -73,7 +72,7 @@ class Snapshot:
         # Python call is a large part of its cost. Keep the two in step
         # (tests/unit/test_engine_fast_paths.py checks that they answer the same).
         tss = w._ts
-        i = bisect_right(tss, self.now - span, w._start)
+        i = first_after(tss, self.now - span, w._start)
         n = len(tss)
         if i >= n:
             return None
@@ -97,7 +96,7 @@ class Snapshot:
             return None
         # SignalWindow.rate, inlined as mean above.
         tss = w._ts
-        i = bisect_right(tss, self.now - span, w._start)
+        i = first_after(tss, self.now - span, w._start)
         n = len(tss)
         if n - i < 2:
             return None

@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from autoscaler.config import load_policy, parse_policy
@@ -440,22 +439,36 @@ def test_engine_ingest_matches_signal_window_add() -> None:
         assert w.rate(t, span) == reference.rate(t, span)
 
 
-def test_engine_fills_every_snapshot_and_decision_slot(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The engine fills Decision slot by slot (cheaper than its __init__), and Snapshot through
-    # its __init__ positionally: a field added to either without the engine setting it must fail
-    # here, not at a policy's first read. (A compiled Snapshot has no __slots__ to list.)
+def test_engine_fills_every_snapshot_and_decision_slot() -> None:
+    # The engine builds Decision and Snapshot through their __init__s positionally: a field
+    # added to either without the engine setting it must fail here, not at a policy's first
+    # read. (A compiled Snapshot has no __slots__ to list, and a compiled policy's methods cannot
+    # be replaced: a Python policy wrapping the real one records what the engine passes.)
     from autoscaler.core.snapshot import Snapshot
-    from autoscaler.policy.builtin.queue import QueuePolicy
+    from autoscaler.policy.api import Policy
 
     seen: list[Snapshot] = []
-    decide = QueuePolicy.decide
 
-    def spy(self: QueuePolicy, snap: Snapshot, state: Any) -> Any:
-        seen.append(snap)
-        return decide(self, snap, state)
+    class Spy(Policy[Any, Any]):
+        name = "spy"
 
-    monkeypatch.setattr(QueuePolicy, "decide", spy)
+        def __init__(self, inner: Policy[Any, Any]) -> None:
+            super().__init__(inner.params)
+            self.inner = inner
+
+        def required_signals(self) -> tuple[str, ...]:
+            return self.inner.required_signals()
+
+        def initial_state(self, snap: Snapshot) -> Any:
+            return self.inner.initial_state(snap)
+
+        def decide(self, snap: Snapshot, state: Any) -> Any:
+            seen.append(snap)
+            return self.inner.decide(snap, state)
+
     e = engine(target("q", "queue", {"targetPerReplica": 5}))
+    rt = e.targets["ns/q"]
+    rt.policy = Spy(rt.policy)
     e.tick(0.0, obs("ns/q", 0.0, replicas=3, replicas_ready=2, requests_waiting=12))
     e.set_hold_nonzero("ns/q", True)
     d = only(e.tick(1.0, obs("ns/q", 1.0, requests_waiting=3, cold_start_seconds=40)))

@@ -1,4 +1,4 @@
-"""round_even and to_milli: the builtin round(), written out for the compiled core."""
+"""round_even, to_milli and first_after: builtins written out for the compiled core."""
 
 from __future__ import annotations
 
@@ -31,3 +31,19 @@ def test_ties_go_to_even_and_bad_values_raise() -> None:
     for inf in (math.inf, -math.inf):
         with pytest.raises(OverflowError):
             round_even(inf)
+
+
+@given(
+    st.lists(st.floats(allow_nan=False, min_value=-1e12, max_value=1e12), max_size=80),
+    st.one_of(st.floats(min_value=-1e12, max_value=1e12), st.just(math.nan)),
+    st.integers(min_value=0, max_value=90),
+)
+def test_first_after_is_bisect_right(values: list[float], x: float, lo: int) -> None:
+    # windows.first_after writes bisect_right out for the compiled core: the same index always.
+    from bisect import bisect_right
+
+    from autoscaler.core.windows import first_after
+
+    tss = sorted(values)
+    lo = min(lo, len(tss))
+    assert first_after(tss, x, lo) == bisect_right(tss, x, lo)
