@@ -23,8 +23,8 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC) autoscaler/native.py native/mypyc.ini
 	touch $(NATIVE)
 
 native: $(STAMP)
-	$(PY) setup.py --quiet build_ext --inplace
-	touch $(NATIVE)
+	rm -f $(NATIVE)
+	$(MAKE) $(NATIVE)
 
 demo: $(STAMP) $(NATIVE)
 	$(PY) -m autoscaler validate policies

@@ -29,6 +29,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_engine import POLICIES
+
 from autoscaler.config import load_policy, parse_policy
 from autoscaler.core import signals
 from autoscaler.core.types import Decision, Observation, TargetRef
@@ -36,16 +40,8 @@ from autoscaler.engine import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FLEET_POLICIES = {
-    "queue": "{name: queue, params: {targetPerReplica: 4, windowSeconds: 30}}",
-    "tokens": "{name: tokens, params: {tokensPerReplica: 2500}}",
-    "kpa": "{name: kpa, params: {metric: concurrency}}",
-    "hpa": "{name: hpa, params: {metrics: [{signal: concurrency, target: 70}]}}",
-    "keda": (
-        "{name: keda, params: {trigger: {signal: requests_waiting, target: 4}, "
-        "pollingIntervalSeconds: 5, cooldownPeriodSeconds: 60}}"
-    ),
-}
+# The benchmark's policies (bench_engine.py), each run again with every guard on.
+FLEET_POLICIES = {name: POLICIES[name] for name in ("queue", "tokens", "kpa", "hpa", "keda")}
 
 BENCH_GUARDS = (
     "guards: {minReplicas: 1, maxReplicas: 50, stepDown: {percent: 50, periodSeconds: 60}}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 EMPTY: Mapping[str, float] = MappingProxyType({})
 
@@ -13,6 +13,31 @@ EMPTY: Mapping[str, float] = MappingProxyType({})
 #: with every field given in order, skipping the Python-level ``__new__`` a NamedTuple has: about
 #: a fifth of the cost, for the code that builds one per target per tick (policies, guards).
 new_tuple = tuple.__new__
+
+
+class Value:
+    """Base of a small record the engine builds per target per tick: compares, hashes and prints
+    by its ``_fields``. A plain class rather than a frozen dataclass, whose generated
+    ``__init__`` stays a Python function when compiled (autoscaler/native.py); subclasses write
+    their ``__init__`` out and are treated as immutable."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple([getattr(self, name) for name in self._fields])
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self) or not isinstance(other, Value):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        args = ", ".join([f"{name}={getattr(self, name)!r}" for name in self._fields])
+        return f"{type(self).__name__}({args})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Callable
 
 
 class VirtualClock:
@@ -73,3 +74,14 @@ class VirtualClock:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Run the loop (sockets included) until ``predicate`` holds; no real sleep. Gives up after
+    10 s of the loop's own time (a test that would otherwise hang)."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(10):
+        while not predicate():
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, None)
+            await fut

@@ -68,19 +68,18 @@ from typing import ClassVar, final
 
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot, aggregate
-from autoscaler.core.types import EMPTY, Proposal, new_tuple
+from autoscaler.core.types import EMPTY, Proposal, Value, new_tuple
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.params import QUEUE_TIME_P95_SECONDS as QUEUE_TIME_P95_SECONDS
 from autoscaler.policy.builtin.params import LlmParams as LlmParams
 
 
 @final
-class LlmState:
-    """The policy's memory of one target. A value: compares by its fields; treat it as immutable
-    (``decide`` returns a new one). A plain class, not a frozen dataclass, whose generated
-    ``__init__`` stays a Python function when compiled (autoscaler/native.py)."""
+class LlmState(Value):
+    """The policy's memory of one target; ``decide`` returns a new one (a ``Value``)."""
 
-    __slots__ = ("below_since", "last_down", "last_starting")
+    _fields = ("below_since", "last_down", "last_starting")
+    __slots__ = _fields
 
     def __init__(
         self,
@@ -91,23 +90,6 @@ class LlmState:
         self.below_since = below_since
         self.last_down = last_down
         self.last_starting = last_starting
-
-    def _key(self) -> tuple[float | None, float | None, float | None]:
-        return (self.below_since, self.last_down, self.last_starting)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, LlmState):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"LlmState(below_since={self.below_since!r}, last_down={self.last_down!r}, "
-            f"last_starting={self.last_starting!r})"
-        )
 
 
 class LlmPolicy(Policy[LlmParams, LlmState]):

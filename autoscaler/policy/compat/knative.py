@@ -31,6 +31,7 @@ from fractions import Fraction
 from typing import Final, Literal, final
 
 from autoscaler.core.rounding import round_even
+from autoscaler.core.types import Value
 
 __all__ = [
     "INVALID_RESULT",
@@ -407,41 +408,22 @@ class _MaxTimeWindow:
 
 
 @final
-class KpaResult:
+class KpaResult(Value):
     """One tick's output, upstream ``ScaleResult`` (``multiscaler.go``).
 
     ``valid=False`` means "no decision" (missing data or a read error); the caller must keep its
     previous decision, as ``MultiScaler.tickScaler`` drops invalid results. ``desired`` is before
     min/max/initial-scale bounds and scale-to-zero gating (``kpa/scaler.go`` applies those).
-
-    A value: compares and hashes by its fields; treat it as immutable. A plain class rather than a
-    frozen dataclass, whose generated ``__init__`` is a Python function even when compiled
-    (``autoscaler/native.py``): one is built per target per tick.
+    A ``Value``: one is built per target per tick.
     """
 
-    __slots__ = ("desired", "excess_burst_capacity", "valid")
+    _fields = ("valid", "desired", "excess_burst_capacity")
+    __slots__ = _fields
 
     def __init__(self, valid: bool, desired: int, excess_burst_capacity: int) -> None:
         self.valid = valid
         self.desired = desired
         self.excess_burst_capacity = excess_burst_capacity
-
-    def _key(self) -> tuple[bool, int, int]:
-        return (self.valid, self.desired, self.excess_burst_capacity)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KpaResult):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (
-            f"KpaResult(valid={self.valid!r}, desired={self.desired!r}, "
-            f"excess_burst_capacity={self.excess_burst_capacity!r})"
-        )
 
 
 #: Upstream ``invalidSR``: ``ScaleResult{ScaleValid: false}``, i.e. zeros.

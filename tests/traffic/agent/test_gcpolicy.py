@@ -7,13 +7,13 @@ import asyncio
 import gc
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from autoscaler.testing.clock import VirtualClock
+from autoscaler.testing.clock import VirtualClock, until
 from autoscaler.traffic.agent.gcpolicy import GcPauses, GcPolicy
 from autoscaler.traffic.agent.main import serve
 from autoscaler.traffic.agent.metrics import GC_PAUSE_BUCKETS
@@ -33,16 +33,6 @@ class StepTimer:
     def __call__(self) -> float:
         self.now += self.step
         return self.now
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Run the loop (sockets included) until ``predicate`` holds; no real sleep."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(10):
-        while not predicate():
-            fut = loop.create_future()
-            loop.call_soon(fut.set_result, None)
-            await fut
 
 
 def histogram(registry: CollectorRegistry) -> Histogram:

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from autoscaler.testing.clock import VirtualClock
+from autoscaler.testing.clock import VirtualClock, until
 from autoscaler.traffic.agent.http1 import MAX_HEADER_BYTES
 from autoscaler.traffic.agent.options import AgentConfig
 from autoscaler.traffic.agent.proxy import SMALL_BODY, Agent
@@ -29,16 +29,6 @@ FLOOD = 32  # MiB a stream sends to a client that does not read: far over any so
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Run the loop (sockets included) until ``predicate`` holds; no real sleep."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(10):
-        while not predicate():
-            fut = loop.create_future()
-            loop.call_soon(fut.set_result, None)
-            await fut
 
 
 class Response:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from autoscaler.policy.builtin.tokens import TokensParams, TokensPolicy
 from autoscaler.sources.nvml import NvmlCollector, NvmlReader
 from autoscaler.sources.pods import PodIndex, PodInfo
 from autoscaler.sources.scrape import PodScrapeSource
-from autoscaler.testing.clock import VirtualClock
+from autoscaler.testing.clock import VirtualClock, until
 from autoscaler.testing.fake_nvml import FakeGpu, FakeNvml
 from autoscaler.traffic.agent.budget import Shares
 from autoscaler.traffic.agent.options import AgentConfig
@@ -246,16 +246,6 @@ async def parked(clock: VirtualClock, n: int) -> None:
         await clock.sleeping(n)
 
 
-async def until(predicate: Callable[[], bool], clock: VirtualClock) -> None:
-    """Run the loop (sockets included) until ``predicate`` holds; no real sleep."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(10):
-        while not predicate():
-            fut = loop.create_future()
-            loop.call_soon(fut.set_result, None)
-            await fut
-
-
 # -- streaming -----------------------------------------------------------------------------------
 
 
@@ -413,7 +403,7 @@ async def test_a_refund_wakes_the_queue_before_the_refill(rig: Rig, clock: Virtu
     rig.upstream.usage = None
     agent = await rig.start(default_token_rate=100.0, queue_size=1, queue_timeout=5.0)
     streaming = asyncio.create_task(rig.post("/v1/chat/completions", chat()))  # 97 charged
-    await until(lambda: rig.upstream.in_flight == 1, clock)
+    await until(lambda: rig.upstream.in_flight == 1)
     # level 100 - 97 = 3; a request of 51 tokens would wait 0.48 s for the refill
     waiting = asyncio.create_task(rig.post("/v1/completions", completion(max_tokens=50)))
     await parked(clock, 2)
@@ -432,7 +422,7 @@ async def test_concurrency_cap_refuses_posts_but_never_probes(
     rig.upstream.gate = asyncio.Event()
     agent = await rig.start(max_concurrency=1)
     streaming = asyncio.create_task(rig.post("/v1/chat/completions", chat()))
-    await until(lambda: rig.upstream.in_flight == 1, clock)
+    await until(lambda: rig.upstream.in_flight == 1)
     infer = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}
     refused = await rig.post("/v2/models/chat/infer", infer)
     assert refused.status == 503
@@ -637,7 +627,7 @@ async def test_the_agent_serves_until_stopped(rig: Rig, clock: VirtualClock) -> 
     stop = asyncio.Event()
     bound: list[list[str]] = []
     task = asyncio.create_task(serve(agent, stop, bound.append))
-    await until(lambda: bool(bound), clock)
+    await until(lambda: bool(bound))
     proxy, admin = bound[0]
     assert (await rig.session.get(f"{proxy}/v1/models/chat")).status == 200
     assert (await rig.session.get(f"{admin}/healthz")).status == 200
