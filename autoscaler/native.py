@@ -29,6 +29,7 @@ from types import ModuleType
 #: The compiled modules, in dependency order. setup.py compiles exactly these.
 MODULES: tuple[str, ...] = (
     "autoscaler.core.rounding",
+    "autoscaler.core.stamps",
     "autoscaler.core.types",
     "autoscaler.core.windows",
     "autoscaler.core.snapshot",

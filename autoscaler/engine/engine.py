@@ -10,21 +10,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Final
 
 from autoscaler.config.models import PolicyFile, Target
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import Decision, Observation, TargetRef
 from autoscaler.core.windows import SignalWindow
-from autoscaler.engine.target import PlanCache, TargetRuntime
+from autoscaler.engine.target import (
+    COLD_START_SLOT,
+    READY_SLOT,
+    REPLICAS_SLOT,
+    STARTING_SLOT,
+    PlanCache,
+    TargetRuntime,
+)
 from autoscaler.policy.guards import GuardState
 
-_STATUS = signals.STATUS_SIGNALS
-_REPLICAS = signals.REPLICAS
-_READY = signals.REPLICAS_READY
-_STARTING = signals.REPLICAS_STARTING
-_COLD_START = signals.COLD_START_SECONDS
-_NEG_INF = -math.inf
+# Replica status is kept per target in four slots (TargetRuntime.status), not a dict: the engine
+# reads it for every target on every tick. Final, so compiled code holds them in C statics
+# rather than looking the names up in the module's dict.
+_STATUS_SLOT: Final = {
+    signals.REPLICAS: REPLICAS_SLOT,
+    signals.REPLICAS_READY: READY_SLOT,
+    signals.REPLICAS_STARTING: STARTING_SLOT,
+    signals.COLD_START_SECONDS: COLD_START_SLOT,
+}
 
 
 class Engine:
@@ -81,7 +92,7 @@ class Engine:
         key = None
         unknown = 0
         unread = 0
-        status = _STATUS
+        slots = _STATUS_SLOT
         try:
             # Observations are tuples: unpacking beats four named-field lookups on the hot path.
             for target, signal, value, ts in observations:
@@ -95,11 +106,12 @@ class Engine:
                     continue
                 w = windows.get(signal)
                 if w is None:
-                    if signal in status:
+                    slot = slots.get(signal)
+                    if slot is not None:
                         # Replica status needs only its latest value: no window.
-                        if value - value == 0.0 and ts >= rt.status_ts.get(signal, _NEG_INF):
-                            rt.status[signal] = value
-                            rt.status_ts[signal] = ts
+                        if value - value == 0.0 and ts >= rt.status_ts[slot]:
+                            rt.status[slot] = value
+                            rt.status_ts[slot] = ts
                         continue
                     reads = rt.reads
                     if reads is not None and signal not in reads:
@@ -128,20 +140,22 @@ class Engine:
         return [self._decide(rt, now) for rt in self._order]
 
     def _decide(self, rt: TargetRuntime, now: float) -> Decision:
-        status = rt.status
+        status = rt.status  # NaN: never seen
         windows = rt.windows
-        v = status.get(_REPLICAS)
-        if v is not None:
+        v = status[REPLICAS_SLOT]
+        if v == v:
             current = int(v)
         elif rt.last is not None:
             current = rt.last.replicas
         else:
-            current = int(status.get(_READY, 0.0))
-        v = status.get(_READY)
-        ready = current if v is None else int(v)
-        v = status.get(_STARTING)
+            v = status[READY_SLOT]
+            current = int(v) if v == v else 0
+        v = status[READY_SLOT]
+        ready = int(v) if v == v else current
+        v = status[STARTING_SLOT]
         # max(0, current - ready) without the builtin's keyword parsing.
-        starting = (current - ready if current > ready else 0) if v is None else int(v)
+        starting = int(v) if v == v else (current - ready if current > ready else 0)
+        v = status[COLD_START_SLOT]
         # A Snapshot is built through its __init__, which compiled (docs/engine-performance.md,
         # "The compiled core") is one C call; object.__new__ is refused on a compiled class.
         snap = Snapshot(
@@ -151,7 +165,7 @@ class Engine:
             ready,
             starting,
             windows,
-            status.get(_COLD_START),
+            v if v == v else None,
             rt.hold_nonzero,
             rt.max_age,
         )

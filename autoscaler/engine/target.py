@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Final
 
 from autoscaler.config.models import Target
 from autoscaler.core.types import Decision, TargetRef
 from autoscaler.core.windows import SignalWindow
 from autoscaler.policy.api import Policy
 from autoscaler.policy.guards import GuardPlan, Guards, GuardState, TokenLimits, TokenPlan
+
+# The slots of TargetRuntime.status and .status_ts.
+REPLICAS_SLOT: Final = 0
+READY_SLOT: Final = 1
+STARTING_SLOT: Final = 2
+COLD_START_SLOT: Final = 3
 
 
 class PlanCache:
@@ -65,9 +72,10 @@ class TargetRuntime:
         self.ref = ref
         self.key = ref.key
         self.windows: dict[str, SignalWindow] = {}
-        # Replica status (spec, ready, starting, measured cold start): latest value and its time.
-        self.status: dict[str, float] = {}
-        self.status_ts: dict[str, float] = {}
+        # Replica status (spec, ready, starting, measured cold start, at the *_SLOT indexes):
+        # latest value (NaN until one is seen; only finite values are stored) and its time.
+        self.status: list[float] = [math.nan, math.nan, math.nan, math.nan]
+        self.status_ts: list[float] = [-math.inf, -math.inf, -math.inf, -math.inf]
         self.policy_state: Any = None
         self.guard_state: GuardState | None = None
         self.last: Decision | None = None

@@ -9,10 +9,10 @@ for every target on every tick. It imports no pydantic so it can be compiled wit
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import TYPE_CHECKING
 
 from autoscaler.core.snapshot import Snapshot
+from autoscaler.core.stamps import StampQueue
 from autoscaler.core.types import GuardAction, new_tuple
 from autoscaler.policy.compat.kubernetes import (
     generate_scale_down_rules,
@@ -50,11 +50,11 @@ class GuardState:
         self.first_seen = now
         self.last_good: int | None = None
         self.zero_since: float | None = None
-        # Monotonic deques of (ts, replicas) for the stabilization windows: O(1) amortised.
-        self.rec_max: deque[tuple[float, int]] = deque()
-        self.rec_min: deque[tuple[float, int]] = deque()
-        self.up_events: deque[tuple[float, int]] = deque()
-        self.down_events: deque[tuple[float, int]] = deque()
+        # Monotonic queues of (ts, replicas) for the stabilization windows: O(1) amortised.
+        self.rec_max = StampQueue()
+        self.rec_min = StampQueue()
+        self.up_events = StampQueue()
+        self.down_events = StampQueue()
         # The sums of the changes in up_events and down_events, and whether both were appended
         # in time order (then every event kept is within the step period: see GuardPlan.apply).
         self.up_total = 0
@@ -65,8 +65,8 @@ class GuardState:
         self.last_token_ts: float | None = None
 
 
-def _ages(dq: deque[tuple[float, int]], now: float) -> list[tuple[int, float]]:
-    return [(change, now - ts) for ts, change in dq]
+def _ages(q: StampQueue, now: float) -> list[tuple[int, float]]:
+    return [(change, now - ts) for ts, change in q.entries()]
 
 
 class GuardPlan:
@@ -206,32 +206,31 @@ class GuardPlan:
                 want = current
 
         # 4. stabilization (recorded before clipping, as the HPA records the unstabilized value).
-        # Monotonic deques: the window's max (min) is at the left end.
+        # Monotonic queues: the window's max (min) is at the left end.
         rec_max = st.rec_max
         if signals_ok or not rec_max:
-            rec = (now, want)
-            while rec_max and rec_max[-1][1] <= want:
+            while rec_max and rec_max.last_n() <= want:
                 rec_max.pop()
-            rec_max.append(rec)
+            rec_max.append(now, want)
             rec_min = st.rec_min
-            while rec_min and rec_min[-1][1] >= want:
+            while rec_min and rec_min.last_n() >= want:
                 rec_min.pop()
-            rec_min.append(rec)
+            rec_min.append(now, want)
         if self.stab:
             # HPA counts a recommendation for a window W when its timestamp is after now - W.
             down_rec: int | None = want
             if self.stab_down:
                 cutoff = now - self.stab_down
-                while rec_max and rec_max[0][0] <= cutoff:
+                while rec_max and rec_max.first_t() <= cutoff:
                     rec_max.popleft()
-                down_rec = rec_max[0][1] if rec_max else None
+                down_rec = rec_max.first_n() if rec_max else None
             up_rec: int | None = want
             if self.stab_up:
                 rec_min = st.rec_min
                 cutoff = now - self.stab_up
-                while rec_min and rec_min[0][0] <= cutoff:
+                while rec_min and rec_min.first_t() <= cutoff:
                     rec_min.popleft()
-                up_rec = rec_min[0][1] if rec_min else None
+                up_rec = rec_min.first_n() if rec_min else None
             # min()/max() written out: the builtins parse keyword arguments on every call.
             stabilized = current
             if up_rec is not None:
@@ -258,11 +257,11 @@ class GuardPlan:
         keep = self.keep
         if keep:
             dq = st.up_events
-            while dq and now - dq[0][0] >= keep:
-                st.up_total -= dq.popleft()[1]
+            while dq and now - dq.first_t() >= keep:
+                st.up_total -= dq.popleft()
             dq = st.down_events
-            while dq and now - dq[0][0] >= keep:
-                st.down_total -= dq.popleft()[1]
+            while dq and now - dq.first_t() >= keep:
+                st.down_total -= dq.popleft()
             if not st.events_in_order and not st.up_events and not dq:
                 st.events_in_order = True
                 st.event_ts = -math.inf
@@ -319,10 +318,10 @@ class GuardPlan:
                 st.events_in_order = False
             st.event_ts = now
             if want > current:
-                st.up_events.append((now, want - current))
+                st.up_events.append(now, want - current)
                 st.up_total += want - current
             else:
-                st.down_events.append((now, current - want))  # upstream stores positive counts
+                st.down_events.append(now, current - want)  # upstream stores positive counts
                 st.down_total += current - want
         return want, signals_ok, actions
 

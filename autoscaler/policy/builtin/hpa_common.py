@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 
 from autoscaler.core.rounding import to_milli
 from autoscaler.core.snapshot import Snapshot
+from autoscaler.core.stamps import StampQueue
 from autoscaler.policy.builtin.params import Behavior as Behavior
 from autoscaler.policy.builtin.params import HpaMetric as HpaMetric
 from autoscaler.policy.builtin.params import RuleModel as RuleModel
@@ -84,11 +84,11 @@ def combine(current: int, proposals: list[int | None]) -> int | None:
 Stamped = tuple[float, int]  # (time, replicas or replica change)
 
 
-def _in_order(*queues: deque[Stamped]) -> bool:
+def _in_order(*queues: StampQueue) -> bool:
     """Every queue's timestamps are non-decreasing (False on NaN)."""
     for q in queues:
         prev = -math.inf
-        for t, _ in q:
+        for t, _ in q.entries():
             if not prev <= t:
                 return False
             prev = t
@@ -107,13 +107,13 @@ class HpaMemory:
     Both ways give the same replicas, reasons and entries.
     """
 
-    recommendations: deque[Stamped] = field(default_factory=deque)
-    up_events: deque[Stamped] = field(default_factory=deque)
-    down_events: deque[Stamped] = field(default_factory=deque)
+    recommendations: StampQueue = field(default_factory=StampQueue)
+    up_events: StampQueue = field(default_factory=StampQueue)
+    down_events: StampQueue = field(default_factory=StampQueue)
     # Recommendations in the up (down) window that no younger one undercuts (exceeds): the
     # window's minimum (maximum) is the leftmost. Valid while ``in_order``, for ``windows``.
-    rec_min: deque[Stamped] = field(default_factory=deque, compare=False, repr=False)
-    rec_max: deque[Stamped] = field(default_factory=deque, compare=False, repr=False)
+    rec_min: StampQueue = field(default_factory=StampQueue, compare=False, repr=False)
+    rec_max: StampQueue = field(default_factory=StampQueue, compare=False, repr=False)
     windows: tuple[int, int] = field(default=(-1, -1), compare=False, repr=False)
     in_order: bool = field(default=True, compare=False, repr=False)
     # The sums of the changes in up_events and down_events.
@@ -132,50 +132,49 @@ class HpaMemory:
         """A.4 steps 7-8: stabilize both ways, then the behavior rate limits; store the event."""
         rules = behavior if isinstance(behavior, BehaviorRules) else BehaviorRules.of(behavior)
         recs = self.recommendations
-        if not (self.in_order and (not recs or recs[-1][0] <= now)):
+        if not (self.in_order and (not recs or recs.last_t() <= now)):
             return self._normalize_plain(now, current, desired, lo, hi, rules)
         up_w, down_w = rules.up_window, rules.down_window
-        if self.windows != (up_w, down_w):
+        if self.windows[0] != up_w or self.windows[1] != down_w:
             self._rebuild(up_w, down_w)
         keep = up_w if up_w > down_w else down_w
         # Entries in time order: the ones upstream drops (now - t >= keep, NaN included) are a
         # prefix, as are those outside each window.
-        while recs and not now - recs[0][0] < keep:
+        while recs and not now - recs.first_t() < keep:
             recs.popleft()
         rec_min = self.rec_min
-        while rec_min and not now - rec_min[0][0] < up_w:
+        while rec_min and not now - rec_min.first_t() < up_w:
             rec_min.popleft()
         rec_max = self.rec_max
-        while rec_max and not now - rec_max[0][0] < down_w:
+        while rec_max and not now - rec_max.first_t() < down_w:
             rec_max.popleft()
         # stabilize(): up = min(desired, window), down = max(desired, window); from current,
         # raise to up, then lower to down.
         up = desired
-        if rec_min and rec_min[0][1] < up:
-            up = rec_min[0][1]
+        if rec_min and rec_min.first_n() < up:
+            up = rec_min.first_n()
         down = desired
-        if rec_max and rec_max[0][1] > down:
-            down = rec_max[0][1]
+        if rec_max and rec_max.first_n() > down:
+            down = rec_max.first_n()
         stabilized = current
         if stabilized < up:
             stabilized = up
         if stabilized > down:
             stabilized = down
-        rec = (now, desired)
-        recs.append(rec)
-        while rec_min and rec_min[-1][1] >= desired:
+        recs.append(now, desired)
+        while rec_min and rec_min.last_n() >= desired:
             rec_min.pop()
-        rec_min.append(rec)
-        while rec_max and rec_max[-1][1] <= desired:
+        rec_min.append(now, desired)
+        while rec_max and rec_max.last_n() <= desired:
             rec_max.pop()
-        rec_max.append(rec)
+        rec_max.append(now, desired)
         period = rules.period
         ups = self.up_events
-        while ups and not now - ups[0][0] < period:
-            self.up_total -= ups.popleft()[1]
+        while ups and not now - ups.first_t() < period:
+            self.up_total -= ups.popleft()
         downs = self.down_events
-        while downs and not now - downs[0][0] < period:
-            self.down_total -= downs.popleft()[1]
+        while downs and not now - downs.first_t() < period:
+            self.down_total -= downs.popleft()
         # limit_rate(), with the rules filled in once (BehaviorRules). With one period for every
         # policy, each policy's sums are the totals of the events kept.
         if stabilized > current:
@@ -183,10 +182,7 @@ class HpaMemory:
                 limit = scale_up_limit_totals(current, self.up_total, self.down_total, rules.up)
             else:
                 limit = scale_up_limit_resolved(
-                    current,
-                    [(c, now - t) for t, c in ups],
-                    [(c, now - t) for t, c in downs],
-                    rules.up,
+                    current, _ages(ups, now), _ages(downs, now), rules.up
                 )
             final, reason = limit_up(current, stabilized, hi, limit)
         elif stabilized < current:
@@ -194,19 +190,16 @@ class HpaMemory:
                 limit = scale_down_limit_totals(current, self.up_total, self.down_total, rules.down)
             else:
                 limit = scale_down_limit_resolved(
-                    current,
-                    [(c, now - t) for t, c in ups],
-                    [(c, now - t) for t, c in downs],
-                    rules.down,
+                    current, _ages(ups, now), _ages(downs, now), rules.down
                 )
             final, reason = limit_down(current, stabilized, lo, limit)
         else:
             final, reason = stabilized, "DesiredWithinRange"
         if final > current:
-            ups.append((now, final - current))
+            ups.append(now, final - current)
             self.up_total += final - current
         elif final < current:
-            downs.append((now, current - final))
+            downs.append(now, current - final)
             self.down_total += current - final
         return final, reason
 
@@ -216,14 +209,14 @@ class HpaMemory:
         """``normalize`` over every entry: for calls out of time order."""
         up_w, down_w = rules.up_window, rules.down_window
         keep = max(up_w, down_w)
-        kept = [(t, r) for t, r in self.recommendations if now - t < keep]
+        kept = [(t, r) for t, r in self.recommendations.entries() if now - t < keep]
         recs = [(r, now - t) for t, r in kept]
         stabilized = stabilize(current, desired, recs, up_w, down_w)
         kept.append((now, desired))
-        self.recommendations = deque(kept)
+        self.recommendations = StampQueue(kept)
         period = rules.period
-        up_events = [(t, c) for t, c in self.up_events if now - t < period]
-        down_events = [(t, c) for t, c in self.down_events if now - t < period]
+        up_events = [(t, c) for t, c in self.up_events.entries() if now - t < period]
+        down_events = [(t, c) for t, c in self.down_events.entries() if now - t < period]
         ups = [(c, now - t) for t, c in up_events]
         downs = [(c, now - t) for t, c in down_events]
         final, reason = limit_rate(current, stabilized, lo, hi, rules.up, rules.down, ups, downs)
@@ -231,8 +224,8 @@ class HpaMemory:
             up_events.append((now, final - current))
         elif final < current:
             down_events.append((now, current - final))
-        self.up_events = deque(up_events)
-        self.down_events = deque(down_events)
+        self.up_events = StampQueue(up_events)
+        self.down_events = StampQueue(down_events)
         self.up_total = sum(c for _, c in up_events)
         self.down_total = sum(c for _, c in down_events)
         self.in_order = _in_order(self.recommendations, self.up_events, self.down_events)
@@ -244,12 +237,16 @@ class HpaMemory:
         self.rec_min.clear()
         self.rec_max.clear()
         rec_min, rec_max = self.rec_min, self.rec_max
-        for rec in self.recommendations:
-            r = rec[1]
-            while rec_min and rec_min[-1][1] >= r:
+        for t, r in self.recommendations.entries():
+            while rec_min and rec_min.last_n() >= r:
                 rec_min.pop()
-            rec_min.append(rec)
-            while rec_max and rec_max[-1][1] <= r:
+            rec_min.append(t, r)
+            while rec_max and rec_max.last_n() <= r:
                 rec_max.pop()
-            rec_max.append(rec)
+            rec_max.append(t, r)
         self.windows = (up_w, down_w)
+
+
+def _ages(q: StampQueue, now: float) -> list[tuple[int, float]]:
+    """Upstream's (change, age) events, for the limits with several periods."""
+    return [(c, now - t) for t, c in q.entries()]

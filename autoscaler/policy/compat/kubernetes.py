@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = [
     "DEFAULT_DOWNSCALE_STABILIZATION_WINDOW_S",
@@ -99,22 +99,22 @@ __all__ = [
     "tolerance_from_rules",
 ]
 
-MAX_INT32 = 2**31 - 1
-MIN_INT32 = -(2**31)
-MAX_INT64 = 2**63 - 1
+MAX_INT32: Final = 2**31 - 1
+MIN_INT32: Final = -(2**31)
+MAX_INT64: Final = 2**63 - 1
 
 #: ``--horizontal-pod-autoscaler-downscale-stabilization`` default (5 min). Upstream's
 #: ``maybeInitScaleDownStabilizationWindow`` fills a nil scale-down window with it.
-DEFAULT_DOWNSCALE_STABILIZATION_WINDOW_S = 300
+DEFAULT_DOWNSCALE_STABILIZATION_WINDOW_S: Final = 300
 
 #: ``scaleUpLimitFactor`` and ``scaleUpLimitMinimum`` in ``horizontal.go``. They are used only
 #: without ``behavior``.
-LEGACY_SCALE_UP_LIMIT_FACTOR = 2.0
-LEGACY_SCALE_UP_LIMIT_MINIMUM = 4.0
+LEGACY_SCALE_UP_LIMIT_FACTOR: Final = 2.0
+LEGACY_SCALE_UP_LIMIT_MINIMUM: Final = 4.0
 
 #: Limits from upstream's API validation (``validateScalingRules``/``validateScalingPolicy``).
-_MAX_PERIOD_SECONDS = 1800
-_MAX_STABILIZATION_WINDOW_SECONDS = 3600
+_MAX_PERIOD_SECONDS: Final = 1800
+_MAX_STABILIZATION_WINDOW_SECONDS: Final = 3600
 
 SelectPolicy = Literal["Max", "Min", "Disabled"]
 PolicyType = Literal["Pods", "Percent"]
