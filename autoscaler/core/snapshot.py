@@ -47,7 +47,9 @@ class Snapshot:
         self.cold_start_s = cold_start_s
         self.hold_nonzero = hold_nonzero  # e.g. a canary rollout in progress
         self.max_age = max_age  # signals older than this count as missing (fallback guard)
-        self._windows = windows
+        # A dict, whatever mapping was given: compiled, a dict's get is a direct C call where a
+        # Mapping's is a method lookup and call (policies query the windows per target per tick).
+        self._windows: dict[str, SignalWindow] = windows if type(windows) is dict else dict(windows)
 
     def fresh(self, signal: str) -> bool:
         """The signal has a sample no older than ``max_age``."""

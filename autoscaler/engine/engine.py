@@ -181,7 +181,10 @@ class Engine:
         if gst is None:
             gst = rt.guard_state = GuardState(now)
         proposal, rt.policy_state = policy.decide(snap, state)
-        wanted, token_rate, reason, inputs = proposal
+        wanted = proposal.replicas
+        token_rate = proposal.token_rate
+        reason = proposal.reason
+        inputs = proposal.inputs
         # The fallback guard's staleness test (GuardPlan.stale), on the windows directly.
         stale: list[str] | None = None
         max_age = rt.max_age

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from autoscaler.core.rounding import to_milli
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import Proposal, new_tuple
+from autoscaler.core.types import Proposal
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.hpa_common import (
     BehaviorRules,
@@ -119,6 +119,4 @@ class HpaPolicy(Policy[HpaParams, HpaMemory]):
         final, reason = state.normalize(snap.now, cur, desired, self._min, self._max, self._rules)
         last = value if window <= 0 else snap.last(signal)  # the same read when no window
         inputs = {signal: last} if last is not None else {}
-        return new_tuple(
-            Proposal, (final, None, f"{reason} (metrics want {desired})", inputs)
-        ), state
+        return Proposal(final, None, f"{reason} (metrics want {desired})", inputs), state

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import EMPTY, Proposal, new_tuple
+from autoscaler.core.types import EMPTY, Proposal
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.hpa_common import (
     BehaviorRules,
@@ -77,7 +77,7 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
         cur = snap.current
         value = metric_value(snap, self._trigger)
         if value is None:
-            return new_tuple(Proposal, (None, None, "scaler error: no metric", EMPTY)), state
+            return Proposal(None, None, "scaler error: no metric", EMPTY), state
         inputs = {self._signal: value}
         lo = self._min
         idle = self._idle
@@ -89,7 +89,7 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
             if state.active:
                 if cur == 0 or (idle is not None and cur < lo):
                     state.last_active = snap.now
-                    return new_tuple(Proposal, (max(lo, 1), None, "KEDA activation", inputs)), state
+                    return Proposal(max(lo, 1), None, "KEDA activation", inputs), state
                 state.last_active = snap.now
             elif (idle is not None and cur > idle) or (cur > 0 and lo == 0):
                 if state.last_active is None:
@@ -99,27 +99,23 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
                 if expired:
                     to = idle if idle is not None else lo
                     state.deactivate_to = to
-                    return new_tuple(
-                        Proposal, (to, None, "KEDA deactivation after cooldown", inputs)
-                    ), state
+                    return Proposal(to, None, "KEDA deactivation after cooldown", inputs), state
             elif idle is None and cur < lo:
-                return new_tuple(Proposal, (lo, None, "below minReplicaCount", inputs)), state
+                return Proposal(lo, None, "below minReplicaCount", inputs), state
         elif state.deactivate_to is not None and cur > state.deactivate_to:
-            return new_tuple(
-                Proposal, (state.deactivate_to, None, "KEDA deactivation after cooldown", inputs)
+            return Proposal(
+                state.deactivate_to, None, "KEDA deactivation after cooldown", inputs
             ), state
         if cur == 0 or (idle is not None and cur <= idle):
-            return new_tuple(
-                Proposal, (cur, None, "ScalingDisabled: HPA idle at zero", inputs)
-            ), state
+            return Proposal(cur, None, "ScalingDisabled: HPA idle at zero", inputs), state
         # The HPA KEDA created: minReplicas = max(min, 1).
         hlo, hhi = max(lo, 1), self._max
         if cur > hhi:
-            return new_tuple(Proposal, (hhi, None, "TooManyReplicas", inputs)), state
+            return Proposal(hhi, None, "TooManyReplicas", inputs), state
         if cur < hlo:
-            return new_tuple(Proposal, (hlo, None, "TooFewReplicas", inputs)), state
+            return Proposal(hlo, None, "TooFewReplicas", inputs), state
         desired = metric_replicas(snap, cur, self._trigger, self._tolerance)
         if desired is None:
-            return new_tuple(Proposal, (None, None, "FailedGetExternalMetric", inputs)), state
+            return Proposal(None, None, "FailedGetExternalMetric", inputs), state
         final, reason = state.hpa.normalize(snap.now, cur, desired, hlo, hhi, self._rules)
-        return new_tuple(Proposal, (final, None, f"HPA {reason}", inputs)), state
+        return Proposal(final, None, f"HPA {reason}", inputs), state

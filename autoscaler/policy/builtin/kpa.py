@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import EMPTY, Proposal, new_tuple
+from autoscaler.core.types import EMPTY, Proposal
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.params import KpaParams as KpaParams
 from autoscaler.policy.compat.knative import KpaDecider
@@ -70,7 +70,7 @@ class KpaPolicy(Policy[KpaParams, KpaState]):
         decider = state.decider
         res = decider.step(snap.now, stable, panic, snap.ready)
         if not res.valid:
-            return new_tuple(Proposal, (None, None, "no data in the stable window", EMPTY)), state
+            return Proposal(None, None, "no data in the stable window", EMPTY), state
         inputs = {
             self._stable_key: stable or 0.0,
             self._panic_key: panic or 0.0,
@@ -78,4 +78,4 @@ class KpaPolicy(Policy[KpaParams, KpaState]):
         }
         # decider.panicking, read without the property call.
         reason = "kpa panic" if decider.panic_since is not None else "kpa stable"
-        return new_tuple(Proposal, (res.desired, None, reason, inputs)), state
+        return Proposal(res.desired, None, reason, inputs), state

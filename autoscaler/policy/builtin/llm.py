@@ -68,7 +68,7 @@ from typing import ClassVar, final
 
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot, aggregate
-from autoscaler.core.types import EMPTY, Proposal, Value, new_tuple
+from autoscaler.core.types import EMPTY, Proposal, Value
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.params import QUEUE_TIME_P95_SECONDS as QUEUE_TIME_P95_SECONDS
 from autoscaler.policy.builtin.params import LlmParams as LlmParams
@@ -130,7 +130,7 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         budget = self.token_budget(snap.ready, prompt, gen)
         waiting = aggregate(snap, signals.WAITING, p.queue_window_seconds, p.queue_aggregation)
         if prompt is None or gen is None or waiting is None:
-            none = new_tuple(Proposal, (None, budget, "no queue or token data yet", EMPTY))
+            none = Proposal(None, budget, "no queue or token data yet", EMPTY)
             return none, LlmState(None, state.last_down, state.last_starting)
         throttled = 0.0
         if p.include_throttled:
@@ -225,15 +225,15 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
             # Scale-up terms name the total they need; replicas already starting are in
             # ``current``, so only demand beyond them adds more.
             reason = _top_reason(n_tokens, n_queue, n_kv, n_ttft, n_qtime, n_unserved)
-            up = new_tuple(Proposal, (want, budget, reason, inputs))
+            up = Proposal(want, budget, reason, inputs)
             return up, LlmState(None, state.last_down, state.last_starting)
         if current <= 0:
-            idle = new_tuple(Proposal, (current, budget, "idle at zero", inputs))
+            idle = Proposal(current, budget, "idle at zero", inputs)
             return idle, LlmState(None, None, state.last_starting)
 
         blocker = self._down_blocker(snap, load, waiting, kv, wait, qtime, after_prefill)
         if blocker:
-            held_up = new_tuple(Proposal, (current, budget, blocker, inputs))
+            held_up = Proposal(current, budget, blocker, inputs)
             return held_up, LlmState(None, state.last_down, state.last_starting)
         since = state.below_since if state.below_since is not None else now
         delay = p.scale_down_delay_seconds
@@ -241,11 +241,9 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         step = p.scale_down_step_seconds if p.scale_down_step_seconds is not None else delay
         spaced = state.last_down is None or now - state.last_down >= step
         if held and spaced:
-            down = new_tuple(
-                Proposal, (current - 1, budget, "remaining replicas below target", inputs)
-            )
+            down = Proposal(current - 1, budget, "remaining replicas below target", inputs)
             return down, LlmState(since, now, state.last_starting)
-        pending = new_tuple(Proposal, (current, budget, "scale-down pending", inputs))
+        pending = Proposal(current, budget, "scale-down pending", inputs)
         return pending, LlmState(since, state.last_down, state.last_starting)
 
     def _down_blocker(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from autoscaler.core.snapshot import Snapshot, aggregate
-from autoscaler.core.types import EMPTY, Proposal, new_tuple
+from autoscaler.core.types import EMPTY, Proposal
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.params import QueueParams as QueueParams
 
@@ -55,11 +55,11 @@ class QueuePolicy(Policy[QueueParams, QueueState]):
         else:
             value = aggregate(snap, signal, self._window, self._aggregation)
         if value is None:
-            return new_tuple(Proposal, (None, None, self._no_data, EMPTY)), state
+            return Proposal(None, None, self._no_data, EMPTY), state
         if snap.current == 0 and value <= self._threshold:
             desired = 0
         else:
             desired = math.ceil(value / self._per_replica - 1e-9)
         # The reason stays a constant: the value is in inputs, and formatting numbers into a
         # string for every target on every tick would cost more than the decision itself.
-        return new_tuple(Proposal, (desired, None, "queue per replica", {signal: value})), state
+        return Proposal(desired, None, "queue per replica", {signal: value}), state

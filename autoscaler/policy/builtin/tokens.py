@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import EMPTY, Proposal, new_tuple
+from autoscaler.core.types import EMPTY, Proposal
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.params import TokensParams as TokensParams
 
@@ -81,21 +81,27 @@ class TokensPolicy(Policy[TokensParams, TokensState]):
         limit = (ready if ready >= 1 else 1) * self._tokens_per_replica * self._headroom
         # token_demand(), with the params read once.
         window = self._window
-        demand: float | None
+        # A float and a flag rather than ``float | None``: compiled, arithmetic on an optional
+        # float is a generic (boxed) call.
+        demand = 0.0
+        known = True
         if self._gauge is not None:
-            demand = snap.mean(self._gauge, window)
+            mean = snap.mean(self._gauge, window)
+            if mean is None:
+                known = False
+            else:
+                demand = mean
         else:
-            demand = 0.0
             for name in self._counters:
                 r = snap.rate(name, window)
                 if r is None:
-                    demand = None
+                    known = False
                     break
                 demand += r
-        if demand is not None and self._throttled:
+        if not known:
+            return Proposal(None, limit, "no token rate yet", EMPTY), state
+        if self._throttled:
             demand += snap.mean(signals.THROTTLED_TOKENS_PER_SECOND, window) or 0.0
-        if demand is None:
-            return new_tuple(Proposal, (None, limit, "no token rate yet", EMPTY)), state
         desired = math.ceil(demand / self._per_replica - 1e-9)
         inputs = {"tokens_per_second": demand}
-        return new_tuple(Proposal, (desired, limit, "token demand per replica", inputs)), state
+        return Proposal(desired, limit, "token demand per replica", inputs), state
