@@ -653,3 +653,17 @@ def test_hpa_memory_with_precomputed_rules_matches_behavior() -> None:
         current = ra[0]
     assert a == b
     assert {reason for _, reason in results} >= {"ScaleUpLimit", "ScaleDownLimit"}
+
+
+def test_proposal_keeps_the_namedtuple_interface() -> None:
+    # Proposal became a compiled record; policies written against the NamedTuple still work.
+    p = Proposal(3, reason="r")
+    assert (p.replicas, p.token_rate, p.reason, dict(p.inputs)) == (3, None, "r", {})
+    replicas, rate, reason, inputs = Proposal(2, 10.0, "why", {"x": 1.0})
+    assert (replicas, rate, reason, dict(inputs)) == (2, 10.0, "why", {"x": 1.0})
+    assert p._replace(replicas=None) == Proposal(None, reason="r")
+    assert p == Proposal(3, None, "r") and p != Proposal(4, None, "r")
+    assert repr(p) == "Proposal(replicas=3, token_rate=None, reason='r', inputs=mappingproxy({}))"
+    assert Proposal._fields == ("replicas", "token_rate", "reason", "inputs")
+    with pytest.raises(ValueError, match="no fields"):
+        p._replace(replica=1)
