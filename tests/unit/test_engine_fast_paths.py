@@ -21,7 +21,16 @@ from autoscaler.core.windows import SignalWindow
 from autoscaler.engine import Engine
 from autoscaler.policy.api import Policy
 from autoscaler.policy.builtin.hpa import HpaPolicy
-from autoscaler.policy.builtin.hpa_common import Behavior, BehaviorRules, HpaMemory
+from autoscaler.policy.builtin.hpa_common import (
+    Behavior,
+    BehaviorRules,
+    HpaMemory,
+    HpaMetric,
+    MetricPlan,
+    metric_replicas,
+    metric_value,
+)
+from autoscaler.policy.compat.kubernetes import Tolerance
 from autoscaler.policy.compat.kubernetes import limit_rate, stabilize
 
 
@@ -143,6 +152,44 @@ def test_single_metric_hpa_matches_the_general_path(window: float) -> None:
         if p1.replicas is not None:
             current = max(1, min(30, p1.replicas))
     assert s_fast == s_slow
+
+
+@pytest.mark.parametrize("kind", ["AverageValue", "Value"])
+def test_metric_plan_matches_metric_value_and_replicas(kind: str) -> None:
+    # MetricPlan (hpa and keda, per target per tick) against the plain functions over the
+    # pydantic metric: tolerance edges, zero and huge values, values past int64, no ready pods,
+    # zero current, gaps in the data.
+    rng = random.Random(11)
+    for case in range(300):
+        tol = rng.choice([0.0, 0.1, 0.25])
+        window = rng.choice([0.0, 30.0])
+        target = rng.choice([7.0, 0.5, 1e-3, 250.0])
+        m = HpaMetric.model_validate(
+            {"signal": "q", "type": kind, "target": target, "windowSeconds": window}
+        )
+        plan = MetricPlan(m, tol)
+        w = SignalWindow(120)
+        current = rng.choice([0, 1, 3, 40])
+        ready = rng.choice([0, current, max(current - 1, 0)])
+        for t in range(0, 60, rng.choice([1, 7, 61])):
+            v = rng.choice([0.0, 6.3, 7.0, 7.7, 21.0, 1e17, 1e19, 3.5e-4])
+            w.add(float(t), v * max(current, 1))
+        snap = Snapshot("ns/m", 60.0, current, ready, 0, {"q": w})
+        value = plan.value(snap)
+        assert value == metric_value(snap, m), case
+        if value is None:
+            continue
+        try:
+            expected: int | None | type[Exception] = metric_replicas(
+                snap, current, m, Tolerance(tol, tol)
+            )
+        except ValueError:
+            expected = ValueError
+        if expected is ValueError:
+            with pytest.raises(ValueError):
+                plan.replicas(snap, current, value)
+        else:
+            assert plan.replicas(snap, current, value) == expected, case
 
 
 def test_snapshot_queries_equal_the_window_queries() -> None:

@@ -8,26 +8,18 @@ the target's guards still bound the result.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
-from autoscaler.core.rounding import to_milli
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import Proposal
 from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.hpa_common import (
     BehaviorRules,
     HpaMemory,
+    MetricPlan,
     combine,
-    metric_replicas,
 )
 from autoscaler.policy.builtin.params import HpaParams as HpaParams
-from autoscaler.policy.compat.kubernetes import (
-    MAX_INT32,
-    MAX_INT64,
-    Tolerance,
-    replicas_for_external_average,
-)
 
 
 class HpaPolicy(Policy[HpaParams, HpaMemory]):
@@ -38,20 +30,12 @@ class HpaPolicy(Policy[HpaParams, HpaMemory]):
         super().__init__(params)
         # Worked out once: decide() runs per target per tick.
         self._rules = BehaviorRules.of(params.behavior)
-        self._tolerance = Tolerance(params.tolerance, params.tolerance)
         self._min = params.min_replicas
         self._max = params.max_replicas
-        # One AverageValue metric (the common case) takes a shorter path through the same math.
-        m = params.metrics[0]
-        self._signal = m.signal
-        self._window = m.window_seconds
-        self._target_milli = to_milli(m.target)
-        self._single = (
-            len(params.metrics) == 1 and m.type == "AverageValue" and self._target_milli > 0
-        )
-        # Tolerance.is_within's bounds, the same floats.
-        self._within_low = 1.0 - params.tolerance
-        self._within_high = 1.0 + params.tolerance
+        self._plans = [MetricPlan(m, params.tolerance) for m in params.metrics]
+        # One AverageValue metric (the common case) takes a shorter path: no combine().
+        self._plan = self._plans[0]
+        self._single = len(self._plans) == 1 and self._plan.average
 
     def required_signals(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m.signal for m in self.params.metrics))
@@ -78,8 +62,11 @@ class HpaPolicy(Policy[HpaParams, HpaMemory]):
             return Proposal(p.max_replicas, reason="TooManyReplicas"), state
         if cur < p.min_replicas:
             return Proposal(p.min_replicas, reason="TooFewReplicas"), state
-        tol = self._tolerance
-        desired = combine(cur, [metric_replicas(snap, cur, m, tol) for m in p.metrics])
+        proposals: list[int | None] = []
+        for plan in self._plans:
+            value = plan.value(snap)
+            proposals.append(None if value is None else plan.replicas(snap, cur, value))
+        desired = combine(cur, proposals)
         if desired is None:
             return Proposal(None, reason="FailedGetExternalMetric"), state
         final, reason = state.normalize(
@@ -89,9 +76,8 @@ class HpaPolicy(Policy[HpaParams, HpaMemory]):
         return Proposal(final, reason=f"{reason} (metrics want {desired})", inputs=inputs), state
 
     def _decide_single(self, snap: Snapshot, state: HpaMemory) -> tuple[Proposal, HpaMemory]:
-        """``decide`` for one AverageValue metric: ``metric_replicas`` (upstream's
-        ``replicas_for_external_average`` on one value) and ``combine`` of one proposal written
-        out, with the params read once. Values outside int64 take upstream's function."""
+        """``decide`` for one AverageValue metric: ``combine`` of one proposal written out, with
+        the params read once."""
         cur = snap.current
         if cur == 0:
             return Proposal(0, reason="ScalingDisabled: zero replicas"), state
@@ -99,24 +85,14 @@ class HpaPolicy(Policy[HpaParams, HpaMemory]):
             return Proposal(self._max, reason="TooManyReplicas"), state
         if cur < self._min:
             return Proposal(self._min, reason="TooFewReplicas"), state
-        signal = self._signal
-        window = self._window
-        value = snap.mean(signal, window) if window > 0 else snap.last(signal)
+        plan = self._plan
+        value = plan.value(snap)
         if value is None:
             return Proposal(None, reason="FailedGetExternalMetric"), state
-        usage = to_milli(value)
-        target = self._target_milli
-        desired: int
-        if 0 <= usage <= MAX_INT64:
-            ratio = float(usage) / (float(target) * float(cur))
-            if self._within_low <= ratio <= self._within_high:
-                desired = cur
-            else:
-                count = math.ceil(float(usage) / float(target))
-                desired = MAX_INT32 if count > MAX_INT32 else count
-        else:
-            desired = replicas_for_external_average(cur, [usage], target, self._tolerance)
+        desired = plan.replicas(snap, cur, value)
+        if desired is None:  # not for AverageValue; kept for the type
+            return Proposal(None, reason="FailedGetExternalMetric"), state
         final, reason = state.normalize(snap.now, cur, desired, self._min, self._max, self._rules)
-        last = value if window <= 0 else snap.last(signal)  # the same read when no window
-        inputs = {signal: last} if last is not None else {}
+        last = value if plan.window <= 0 else snap.last(plan.signal)  # the same read, no window
+        inputs = {plan.signal: last} if last is not None else {}
         return Proposal(final, None, f"{reason} (metrics want {desired})", inputs), state

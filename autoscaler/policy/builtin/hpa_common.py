@@ -13,6 +13,8 @@ from autoscaler.policy.builtin.params import HpaMetric as HpaMetric
 from autoscaler.policy.builtin.params import RuleModel as RuleModel
 from autoscaler.policy.builtin.params import ScalingRulesModel as ScalingRulesModel
 from autoscaler.policy.compat.kubernetes import (
+    MAX_INT32,
+    MAX_INT64,
     ScalingRules,
     Tolerance,
     limit_down,
@@ -68,6 +70,62 @@ def metric_replicas(snap: Snapshot, current: int, m: HpaMetric, tol: Tolerance) 
     return replicas_for_external_metric(
         current, [to_milli(value)], to_milli(m.target), snap.ready, tol
     )
+
+
+class MetricPlan:
+    """An ``HpaMetric`` read once into plain attributes, with ``metric_value`` and
+    ``metric_replicas`` over them: the hpa and keda policies run these per target per tick, and a
+    pydantic field read costs several times a compiled attribute read.
+
+    ``replicas`` takes the value already read. For an AverageValue target (KEDA's default) it is
+    upstream's ``replicas_for_external_average`` on one value written out: the same floats, the
+    same saturation; a value outside int64 (or a zero current or target, which upstream's
+    function rejects) goes through that function itself.
+    """
+
+    __slots__ = (
+        "average",
+        "signal",
+        "target_milli",
+        "tolerance",
+        "window",
+        "within_high",
+        "within_low",
+    )
+
+    def __init__(self, m: HpaMetric, tolerance: float) -> None:
+        self.signal = m.signal
+        self.window = m.window_seconds
+        self.average = m.type == "AverageValue"
+        self.target_milli = to_milli(m.target)
+        self.tolerance = Tolerance(tolerance, tolerance)
+        # Tolerance.is_within's bounds, the same floats.
+        self.within_low = 1.0 - tolerance
+        self.within_high = 1.0 + tolerance
+
+    def value(self, snap: Snapshot) -> float | None:
+        """``metric_value``: the window's mean, or the last sample without a window."""
+        if self.window > 0:
+            return snap.mean(self.signal, self.window)
+        return snap.last(self.signal)
+
+    def replicas(self, snap: Snapshot, current: int, value: float) -> int | None:
+        """``metric_replicas`` for ``value``, this metric's reading."""
+        usage = to_milli(value)
+        target = self.target_milli
+        if not self.average:
+            if snap.ready == 0:
+                return None  # upstream: no ready pods is an invalid metric for Value targets
+            return replicas_for_external_metric(
+                current, [usage], target, snap.ready, self.tolerance
+            )
+        if 0 <= usage <= MAX_INT64 and target > 0 and current > 0:
+            ratio = float(usage) / (float(target) * float(current))
+            if self.within_low <= ratio <= self.within_high:
+                return current
+            count = math.ceil(float(usage) / float(target))
+            return MAX_INT32 if count > MAX_INT32 else count
+        return replicas_for_external_average(current, [usage], target, self.tolerance)
 
 
 def combine(current: int, proposals: list[int | None]) -> int | None:

@@ -19,11 +19,9 @@ from autoscaler.policy.api import Params, Policy
 from autoscaler.policy.builtin.hpa_common import (
     BehaviorRules,
     HpaMemory,
-    metric_replicas,
-    metric_value,
+    MetricPlan,
 )
 from autoscaler.policy.builtin.params import KedaParams as KedaParams
-from autoscaler.policy.compat.kubernetes import Tolerance
 
 
 @dataclass(slots=True)
@@ -48,10 +46,9 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
         super().__init__(params)
         # Worked out once: decide() runs per target per tick.
         self._rules = BehaviorRules.of(params.behavior)
-        self._tolerance = Tolerance(params.tolerance, params.tolerance)
         # The params as plain attributes: a pydantic field read costs several times a
         # (compiled) attribute read, and decide() reads about ten per target per tick.
-        self._trigger = params.trigger
+        self._trigger = MetricPlan(params.trigger, params.tolerance)
         self._signal = params.trigger.signal
         self._min = params.min_replica_count
         self._max = params.max_replica_count
@@ -75,7 +72,7 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
 
     def decide(self, snap: Snapshot, state: KedaState) -> tuple[Proposal, KedaState]:
         cur = snap.current
-        value = metric_value(snap, self._trigger)
+        value = self._trigger.value(snap)
         if value is None:
             return Proposal(None, None, "scaler error: no metric", EMPTY), state
         inputs = {self._signal: value}
@@ -114,7 +111,7 @@ class KedaPolicy(Policy[KedaParams, KedaState]):
             return Proposal(hhi, None, "TooManyReplicas", inputs), state
         if cur < hlo:
             return Proposal(hlo, None, "TooFewReplicas", inputs), state
-        desired = metric_replicas(snap, cur, self._trigger, self._tolerance)
+        desired = self._trigger.replicas(snap, cur, value)
         if desired is None:
             return Proposal(None, None, "FailedGetExternalMetric", inputs), state
         final, reason = state.hpa.normalize(snap.now, cur, desired, hlo, hhi, self._rules)
