@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Final
 
 from autoscaler.config.models import PolicyFile, Target
-from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import Decision, Observation, TargetRef
 from autoscaler.core.windows import SignalWindow
@@ -22,20 +20,11 @@ from autoscaler.engine.target import (
     READY_SLOT,
     REPLICAS_SLOT,
     STARTING_SLOT,
+    UNREAD,
     PlanCache,
     TargetRuntime,
 )
 from autoscaler.policy.guards import GuardState
-
-# Replica status is kept per target in four slots (TargetRuntime.status), not a dict: the engine
-# reads it for every target on every tick. Final, so compiled code holds them in C statics
-# rather than looking the names up in the module's dict.
-_STATUS_SLOT: Final = {
-    signals.REPLICAS: REPLICAS_SLOT,
-    signals.REPLICAS_READY: READY_SLOT,
-    signals.REPLICAS_STARTING: STARTING_SLOT,
-    signals.COLD_START_SECONDS: COLD_START_SLOT,
-}
 
 
 class Engine:
@@ -88,11 +77,10 @@ class Engine:
     def observe(self, observations: Iterable[Observation]) -> None:
         targets = self._targets
         rt: TargetRuntime | None = None
-        windows: dict[str, SignalWindow] = {}
+        routes: dict[str, SignalWindow | int] = {}
         key = None
         unknown = 0
         unread = 0
-        slots = _STATUS_SLOT
         try:
             # Observations are tuples: unpacking beats four named-field lookups on the hot path.
             for target, signal, value, ts in observations:
@@ -100,24 +88,22 @@ class Engine:
                     key = target
                     rt = targets.get(key)
                     if rt is not None:
-                        windows = rt.windows
+                        routes = rt.routes
                 if rt is None:
                     unknown += 1
                     continue
-                w = windows.get(signal)
-                if w is None:
-                    slot = slots.get(signal)
-                    if slot is not None:
-                        # Replica status needs only its latest value: no window.
-                        if value - value == 0.0 and ts >= rt.status_ts[slot]:
-                            rt.status[slot] = value
-                            rt.status_ts[slot] = ts
-                        continue
-                    reads = rt.reads
-                    if reads is not None and signal not in reads:
-                        unread += 1  # no policy read: keeping it could not change a decision
-                        continue
-                    w = rt.window(signal)
+                r = routes.get(signal)
+                if r is None:
+                    r = rt.route(signal)
+                if not isinstance(r, SignalWindow):
+                    if r == UNREAD:
+                        unread += 1
+                    # Replica status needs only its latest value: no window.
+                    elif value - value == 0.0 and ts >= rt.status_ts[r]:
+                        rt.status[r] = value
+                        rt.status_ts[r] = ts
+                    continue
+                w = r
                 # SignalWindow.add, inlined: a call per sample is a fifth of the ingest cost at
                 # 60,000 samples a tick. Keep the two in step (tests/unit/test_engine.py checks).
                 if value - value != 0.0 or ts - ts != 0.0:  # NaN/inf: missing data

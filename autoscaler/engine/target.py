@@ -6,6 +6,7 @@ import math
 from typing import Any, Final
 
 from autoscaler.config.models import Target
+from autoscaler.core import signals
 from autoscaler.core.types import Decision, TargetRef
 from autoscaler.core.windows import SignalWindow
 from autoscaler.policy.api import Policy
@@ -16,6 +17,14 @@ REPLICAS_SLOT: Final = 0
 READY_SLOT: Final = 1
 STARTING_SLOT: Final = 2
 COLD_START_SLOT: Final = 3
+STATUS_SLOTS: Final = {
+    signals.REPLICAS: REPLICAS_SLOT,
+    signals.REPLICAS_READY: READY_SLOT,
+    signals.REPLICAS_STARTING: STARTING_SLOT,
+    signals.COLD_START_SECONDS: COLD_START_SLOT,
+}
+#: The route of a signal no policy reads (its samples are counted and dropped).
+UNREAD: Final = -1
 
 
 class PlanCache:
@@ -62,6 +71,7 @@ class TargetRuntime:
         "ref",
         "required",
         "retention",
+        "routes",
         "status",
         "status_ts",
         "token_plan",
@@ -72,6 +82,10 @@ class TargetRuntime:
         self.ref = ref
         self.key = ref.key
         self.windows: dict[str, SignalWindow] = {}
+        # Where each signal's samples go: its window, a status slot, or UNREAD. One dict lookup
+        # per observation in Engine.observe, filled by route() on a signal's first sample and
+        # emptied by configure() (which may change what is read).
+        self.routes: dict[str, SignalWindow | int] = {}
         # Replica status (spec, ready, starting, measured cold start, at the *_SLOT indexes):
         # latest value (NaN until one is seen; only finite values are stored) and its time.
         self.status: list[float] = [math.nan, math.nan, math.nan, math.nan]
@@ -92,6 +106,7 @@ class TargetRuntime:
         # watches. Samples of the others are not kept, and a window no longer read is dropped.
         reads = self.policy.signals_read()
         self.reads = None if reads is None else frozenset(reads).union(self.required)
+        self.routes = {}
         if self.reads is not None:
             for name in [n for n in self.windows if n not in self.reads]:
                 del self.windows[name]
@@ -108,6 +123,19 @@ class TargetRuntime:
         )
         for w in self.windows.values():
             w.retention = self.retention
+
+    def route(self, signal: str) -> SignalWindow | int:
+        """Where ``signal``'s samples go (see ``routes``), remembered for the next ones."""
+        r: SignalWindow | int | None = self.windows.get(signal)
+        if r is None:
+            r = STATUS_SLOTS.get(signal)
+            if r is None:
+                if self.reads is not None and signal not in self.reads:
+                    r = UNREAD  # no policy reads it: keeping it could not change a decision
+                else:
+                    r = self.window(signal)
+        self.routes[signal] = r
+        return r
 
     def window(self, name: str) -> SignalWindow:
         w = self.windows.get(name)
