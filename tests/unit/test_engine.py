@@ -499,3 +499,20 @@ def test_engine_fills_every_snapshot_and_decision_slot() -> None:
     fields = {f.name: getattr(d, f.name) for f in dataclasses.fields(Decision)}
     assert Decision(**fields) == d
     assert fields["starting"] == 1 and fields["inputs"] == {signals.WAITING: 7.5}
+
+
+def test_reload_reroutes_signals_to_what_the_new_policy_reads() -> None:
+    # Engine.observe routes each signal once (window, status slot or dropped); a reload to a
+    # policy that reads other signals must re-route them, not keep the old routes.
+    e = engine(target("q", "queue", {"targetPerReplica": 5}))
+    e.tick(0.0, obs("ns/q", 0.0, requests_waiting=10, concurrency=4, replicas=2))
+    rt = e.targets["ns/q"]
+    assert set(rt.windows) == {signals.WAITING}
+    assert e.unread_observations == 1  # concurrency
+    reload(e, target("q", "hpa", {"metrics": [{"signal": "concurrency", "target": 2}]}))
+    assert set(rt.windows) == set()  # the queue policy's window is dropped
+    d = only(e.tick(1.0, obs("ns/q", 1.0, requests_waiting=10, concurrency=8, replicas=2)))
+    assert set(rt.windows) == {signals.CONCURRENCY}
+    assert rt.windows[signals.CONCURRENCY].last == 8.0
+    assert e.unread_observations == 2  # now requests_waiting
+    assert d.proposal == 4 and d.current == 2  # 8 in flight / 2 per replica
