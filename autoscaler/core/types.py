@@ -9,11 +9,6 @@ from typing import Any, ClassVar, NamedTuple
 
 EMPTY: Mapping[str, float] = MappingProxyType({})
 
-#: ``new_tuple(GuardAction, (guard, before, after, reason))`` builds a NamedTuple record with
-#: every field given in order, skipping the Python-level ``__new__`` a NamedTuple has: about a
-#: fifth of the cost, for the guards that build them per target per tick.
-new_tuple = tuple.__new__
-
 
 class Value:
     """Base of a small record the engine builds per target per tick: compares, hashes and prints
@@ -107,13 +102,24 @@ class Proposal(Value):
         return Proposal(**fields)
 
 
-class GuardAction(NamedTuple):
-    """A guard changed the replica count (or token rate) from ``before`` to ``after``, and why."""
+class GuardAction(Value):
+    """A guard changed the replica count (or token rate) from ``before`` to ``after``, and why.
 
-    guard: str
-    before: float | None
-    after: float | None
-    reason: str
+    A compiled record like ``Proposal`` (it was a NamedTuple: fields, unpacking and equality by
+    value are kept): guards build them per target per tick when they clip.
+    """
+
+    __slots__ = ("after", "before", "guard", "reason")
+    _fields: ClassVar[tuple[str, ...]] = ("guard", "before", "after", "reason")
+
+    def __init__(self, guard: str, before: float | None, after: float | None, reason: str) -> None:
+        self.guard = guard
+        self.before = before
+        self.after = after
+        self.reason = reason
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.guard, self.before, self.after, self.reason))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.stamps import StampQueue
-from autoscaler.core.types import GuardAction, new_tuple
+from autoscaler.core.types import GuardAction
 from autoscaler.policy.compat.kubernetes import (
     generate_scale_down_rules,
     generate_scale_up_rules,
@@ -175,7 +175,7 @@ class GuardPlan:
             if current > 0 and want == 0:
                 want = current  # missing data never takes a running target to zero
             why = f"stale or missing signals: {', '.join(stale)}" if stale else "no valid proposal"
-            actions.append(new_tuple(GuardAction, ("fallback", replicas, want, why)))
+            actions.append(GuardAction("fallback", replicas, want, why))
 
         # Idle tracking for scale-to-zero uses the policy's own view: idle is a zero proposal on
         # fresh signals, so a spell without data restarts the clock (nobody saw it idle).
@@ -187,7 +187,7 @@ class GuardPlan:
 
         # 2. restart hold: no scale-down while the windows refill after a (re)start.
         if want < current and now - st.first_seen < self.restart_hold:
-            actions.append(new_tuple(GuardAction, ("restart", want, current, self.restart_reason)))
+            actions.append(GuardAction("restart", want, current, self.restart_reason))
             want = current
 
         # 3. hold while scaling.
@@ -243,7 +243,7 @@ class GuardPlan:
                     stabilized = high
             if stabilized != want:
                 why = self.stab_up_reason if stabilized < want else self.stab_down_reason
-                actions.append(new_tuple(GuardAction, ("stabilization", want, stabilized, why)))
+                actions.append(GuardAction("stabilization", want, stabilized, why))
                 want = stabilized
 
         # 5. step limits. Events are kept for the longer period (each rule counts its own), and,
@@ -299,9 +299,7 @@ class GuardPlan:
             bounded = min(max(want, self.min_replicas), self.max_replicas)
             if bounded != want:
                 side = "minReplicas" if bounded > want else "maxReplicas"
-                actions.append(
-                    new_tuple(GuardAction, ("bounds", want, bounded, f"{side} {bounded}"))
-                )
+                actions.append(GuardAction("bounds", want, bounded, f"{side} {bounded}"))
                 want = bounded
 
         # 7. scale-to-zero.
@@ -376,15 +374,11 @@ class TokenPlan:
         if rate is None:
             return None
         if rate < self.floor:
-            actions.append(
-                new_tuple(GuardAction, ("tokenFloor", rate, self.floor, self.floor_reason))
-            )
+            actions.append(GuardAction("tokenFloor", rate, self.floor, self.floor_reason))
             rate = self.floor
         ceiling = self.ceiling
         if ceiling is not None and rate > ceiling:
-            actions.append(
-                new_tuple(GuardAction, ("tokenCeiling", rate, ceiling, self.ceiling_reason))
-            )
+            actions.append(GuardAction("tokenCeiling", rate, ceiling, self.ceiling_reason))
             rate = ceiling
         if last is not None and st.last_token_ts is not None and last > 0:
             dt = now - st.last_token_ts
@@ -393,9 +387,7 @@ class TokenPlan:
             if self.increase is not None and rate > last:
                 top = last * (1.0 + self.increase * dt)
                 if rate > top:
-                    actions.append(
-                        new_tuple(GuardAction, ("tokenSlew", rate, top, "increase rate limit"))
-                    )
+                    actions.append(GuardAction("tokenSlew", rate, top, "increase rate limit"))
                     rate = top
             if self.decrease is not None and rate < last:
                 bottom = last * max(0.0, 1.0 - self.decrease * dt)

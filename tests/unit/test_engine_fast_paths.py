@@ -30,8 +30,7 @@ from autoscaler.policy.builtin.hpa_common import (
     metric_replicas,
     metric_value,
 )
-from autoscaler.policy.compat.kubernetes import Tolerance
-from autoscaler.policy.compat.kubernetes import limit_rate, stabilize
+from autoscaler.policy.compat.kubernetes import Tolerance, limit_rate, stabilize
 
 
 def _plain_normalize(
@@ -180,7 +179,7 @@ def test_metric_plan_matches_metric_value_and_replicas(kind: str) -> None:
         if value is None:
             continue
         try:
-            expected: int | None | type[Exception] = metric_replicas(
+            expected: int | type[Exception] | None = metric_replicas(
                 snap, current, m, Tolerance(tol, tol)
             )
         except ValueError:
