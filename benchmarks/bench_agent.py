@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import json
 import os
+import pstats
 import shutil
 import socket
 import subprocess
@@ -355,10 +357,12 @@ def timed_collection() -> float:
     return time.perf_counter() - start
 
 
-def python_path(n: int) -> None:
+def python_path(n: int, profile: int = 0) -> None:
     """CPU per request of the agent's own Python path: the real Agent, HttpConnection and
     UpstreamConnection fed the benchmark's request and answer bytes through fake transports (no
-    sockets, no kernel). Best of 5 rounds, so a busy neighbour inflates it less."""
+    sockets, no kernel). Best of 5 rounds, so a busy neighbour inflates it less. ``profile``:
+    one more round under cProfile, and its ``profile`` functions with the most own time, with
+    their calls per request (cProfile's overhead inflates every figure; read the proportions)."""
     from prometheus_client import CollectorRegistry
 
     from autoscaler.traffic.agent.http1 import HttpConnection, HttpServer
@@ -399,9 +403,8 @@ def python_path(n: int) -> None:
                 f"({objects} objects); with the start-up heap frozen: {frozen * 1e3:.3f} ms "
                 f"({len(gc.get_objects())} objects)"
             )
-        best = float("inf")
-        for _ in range(5):
-            c0 = time.process_time()
+
+        async def requests() -> None:
             for _ in range(n):
                 client.data_received(COMPLETION)
                 while not to_upstream.out:
@@ -412,7 +415,18 @@ def python_path(n: int) -> None:
                     await turn()
                 assert to_client.out[-1].startswith(b"HTTP/1.1 200 OK"), to_client.out
                 to_client.out.clear()
+
+        best = float("inf")
+        for _ in range(5):
+            c0 = time.process_time()
+            await requests()
             best = min(best, time.process_time() - c0)
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await requests()
+            profiler.disable()
+            print_profile(profiler, n, profile)
         if policy is not None:
             policy.release()
         await agent.close()
@@ -427,6 +441,25 @@ def python_path(n: int) -> None:
         f"agent Python path alone (no sockets; includes ~10 us of this harness's own loop "
         f"turns): {per_request * 1e6:.0f} us CPU per request"
     )
+
+
+def print_profile(profiler: cProfile.Profile, n: int, top: int) -> None:
+    """The functions with the most own time, and calls per request of everything called at
+    least once per request (the harness's own ``turn``/``run`` included: read them as such)."""
+    stats = pstats.Stats(profiler)
+    rows = []
+    calls = 0.0
+    for (path, line, name), (_, ncalls, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        per_request = ncalls / n
+        if per_request >= 1:
+            calls += per_request
+            rows.append((own, per_request, f"{Path(path).name}:{line} {name}"))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    print(f"\nprofile: {calls:.0f} Python-visible calls per request; the {top} with most own time")
+    print(f"  {'own %':>6} {'calls/req':>9}  function")
+    for own, per_request, where in rows[:top]:
+        print(f"  {own / total:6.1%} {per_request:9.1f}  {where}")
 
 
 # -- the harness ---------------------------------------------------------------------------------
@@ -664,9 +697,17 @@ def main() -> None:
         metavar="N",
         help="only measure the agent's Python path in this process, N requests x 5 rounds",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --python-path: one more round under cProfile, and the K functions with the "
+        "most own time with their calls per request",
+    )
     args = parser.parse_args()
     if args.python_path:
-        python_path(args.python_path)
+        python_path(args.python_path, args.profile)
         return
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)

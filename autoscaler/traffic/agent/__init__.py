@@ -4,7 +4,8 @@
 - ``estimate``: request cost estimates and usage from responses and streams (pure)
 - ``limits``: which published limit to enforce (pure)
 - ``options``: process settings and the command's arguments
-- ``metrics``: the agent's Prometheus metrics (injected registry)
+- ``metrics``: the agent's Prometheus metrics (injected registry); the per-request series as
+  plain counters exported at scrape time
 - ``watcher``: reads the published limits (HTTP and the mounted ConfigMap)
 - ``http1``: the proxy port's HTTP/1.1 server (asyncio protocol, httptools)
 - ``upstream``: pooled keep-alive connections to the model server (asyncio protocol, httptools)

@@ -217,8 +217,9 @@ class HttpConnection(asyncio.Protocol):
         self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
-        assert self._req is not None
-        self._req.target += url
+        req = self._req
+        assert req is not None
+        req.target += url
         self._count_header(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -246,14 +247,15 @@ class HttpConnection(asyncio.Protocol):
         req.method = parser.get_method()
         req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive()
-        length = req.header(b"content-length")
+        index = req.index
+        length = index.get(b"content-length")
         if length is not None:
             req.has_body = True
             if int(length) > self.server.max_body:  # llhttp checked it is a number
                 raise _ParseError(413, f"request body over {self.server.max_body} bytes")
-        elif req.header(b"transfer-encoding") is not None:
+        elif b"transfer-encoding" in index:
             req.has_body = True
-        expect = req.header(b"expect")
+        expect = index.get(b"expect")
         if (
             expect is not None
             and expect.lower() == b"100-continue"
@@ -355,7 +357,8 @@ class HttpConnection(asyncio.Protocol):
         elif not self._http11:
             framing += b"Connection: keep-alive\r\n"  # an HTTP/1.0 client assumes close
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        parts.extend(b"%s: %s\r\n" % h for h in headers)
+        for name, value in headers:  # a loop, not a generator: one fewer object per answer
+            parts += (name, b": ", value, b"\r\n")
         parts.append(framing)
         parts.append(b"\r\n")
         return b"".join(parts)

@@ -48,7 +48,7 @@ from autoscaler.traffic.agent.budget import Charge, TokenBudget
 from autoscaler.traffic.agent.estimate import SseCounter, parse_openai_request, usage_of_json
 from autoscaler.traffic.agent.gcpolicy import GcPauses, GcPolicy
 from autoscaler.traffic.agent.http1 import HttpConnection, HttpServer, Request
-from autoscaler.traffic.agent.metrics import AgentMetrics
+from autoscaler.traffic.agent.metrics import AgentMetrics, Series
 from autoscaler.traffic.agent.options import AgentConfig
 from autoscaler.traffic.agent.upstream import UpstreamConnection, UpstreamError, UpstreamPool
 from autoscaler.traffic.agent.watcher import LimitsWatcher
@@ -108,7 +108,13 @@ def filter_headers(headers: Headers, names: list[bytes], drop: frozenset[bytes])
         drop = drop | connection_named(
             [v for n, (_, v) in zip(names, headers, strict=True) if n == b"connection"]
         )
-    return [h for n, h in zip(names, headers, strict=True) if n not in drop]
+    # a plain loop: on Python 3.11 a comprehension makes a function object per call, and this
+    # runs twice per request
+    out = []
+    for name, header in zip(names, headers, strict=True):
+        if name not in drop:
+            out.append(header)
+    return out
 
 
 def retry_after(wait: float) -> int:
@@ -129,6 +135,7 @@ class _Meter:
     """A metered request's bookkeeping while its response passes through."""
 
     charge: Charge
+    series: Series  # its admitted requests and tokens (metrics.py)
     prompt_estimate: int
     stream: bool
     admitted_at: float
@@ -170,16 +177,9 @@ class _Relay:
     def head(
         self, status: int, reason: bytes, headers: Headers, upstream: UpstreamConnection
     ) -> None:
-        length: int | None = None
-        raw_length = b""
-        names: list[bytes] = []
-        for name, value in headers:
-            lower = name.lower()
-            names.append(lower)
-            if lower == b"content-length":
-                raw_length = value
-                length = int(raw_length)  # the parser accepted it: digits
-        out = filter_headers(headers, names, _RESPONSE_DROP)
+        raw_length = upstream.content_length
+        length = int(raw_length) if raw_length else None  # the parser accepted it: digits
+        out = filter_headers(headers, upstream.names, _RESPONSE_DROP)
         meter = self.meter
         if meter is not None:
             meter.status = status
@@ -247,7 +247,8 @@ class Agent:
         self.config = config
         self.clock = clock
         self.registry = registry
-        self.metrics = AgentMetrics(registry)
+        self.metrics = AgentMetrics(registry, clock.now)
+        self.counters = self.metrics.requests
         self.gc = GcPolicy(GcPauses(self.metrics.gc_pause, clock.now))
         self.budget = TokenBudget(
             config.default_token_rate,
@@ -271,10 +272,7 @@ class Agent:
         self._watch_task: asyncio.Task[None] | None = None
         self._pool: UpstreamPool | None = None
         self._servers: list[HttpServer] = []
-        self._in_flight: dict[str, Any] = {}  # metric children by label values
-        self._admitted_series: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._ttft: dict[str, Any] = {}
-        self._rejected_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._ttft: dict[str, Any] = {}  # histogram children by model
         self._waker: asyncio.Future[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -375,6 +373,24 @@ class Agent:
             sleeper.cancel()
             await asyncio.wait((sleeper,))
 
+    def admit_now(
+        self, model: str, tenant: str, cost: float | None, now: float
+    ) -> Charge | Refused | None:
+        """One try, without waiting: take a concurrency slot and (when ``cost`` is given) charge
+        the buckets. None: admitted, unmetered. The request path calls this first and goes
+        through ``admit`` (a coroutine, the queue) only when refused with a queue configured."""
+        limit = self.config.max_concurrency
+        if limit and self.in_flight >= limit:
+            return Refused("concurrency", None)
+        if cost is None:
+            self.in_flight += 1
+            return None
+        charge = self.budget.admit(model, tenant, cost, now)
+        if not isinstance(charge, Charge):
+            return Refused("tokens", charge)
+        self.in_flight += 1
+        return charge
+
     async def admit(self, model: str, tenant: str, cost: float | None) -> Charge | Refused | None:
         """Take a concurrency slot and (when ``cost`` is given) charge the buckets; wait in the
         queue when allowed. None: admitted, unmetered."""
@@ -384,31 +400,22 @@ class Agent:
         try:
             while True:
                 now = self.clock.now()
-                wait: float | None = None
-                if config.max_concurrency and self.in_flight >= config.max_concurrency:
-                    reason = "concurrency"
-                elif cost is None:
-                    self.in_flight += 1
+                outcome = self.admit_now(model, tenant, cost, now)
+                if not isinstance(outcome, Refused):
                     admitted = True
-                    return None
-                else:
-                    decision = self.budget.try_admit(model, tenant, cost, now)
-                    if decision.charge is not None:
-                        self.in_flight += 1
-                        admitted = True
-                        return decision.charge
-                    reason, wait = "tokens", decision.wait
+                    return outcome
+                wait = outcome.wait
                 if queued_at is None:
                     if self.queued >= config.queue_size or (
                         wait is not None and wait > config.queue_timeout
                     ):
-                        return Refused(reason, wait)
+                        return outcome
                     queued_at = now
                     self.queued += 1
                     self.metrics.queued.inc()
                 remaining = queued_at + config.queue_timeout - now
                 if remaining <= 0:
-                    return Refused(reason, wait)
+                    return outcome
                 await self._wait(remaining if wait is None else min(wait, remaining))
         finally:
             if queued_at is not None:
@@ -424,11 +431,13 @@ class Agent:
     # --- the proxy ---------------------------------------------------------------------------
 
     def tenant_of(self, request: Request) -> str:
-        tenant = request.header(self._tenant_header)
+        index = request.index
+        tenant = index.get(self._tenant_header)
         if tenant:
             return tenant.decode("latin-1").strip()[:128] or "default"
-        if self.config.tenant_from_api_key:
-            auth = (request.header(b"authorization") or b"").decode("latin-1")
+        raw = index.get(b"authorization")
+        if raw and self.config.tenant_from_api_key:
+            auth = raw.decode("latin-1")
             if auth[:7].lower() == "bearer " and auth[7:].strip():
                 # never the key itself in labels or logs
                 return "key-" + hashlib.sha256(auth[7:].strip().encode()).hexdigest()[:12]
@@ -437,18 +446,11 @@ class Agent:
     def _refuse(
         self, client: HttpConnection, refused: Refused, model: str, tenant: str, cost: float
     ) -> None:
-        # under a storm of refusals this is the hot path: metric children looked up once per
-        # (tenant, model, reason), all bounded by the budget's keys; the bodies are constants
-        key = (tenant, self.budget.model_key(model), refused.reason)
-        pair = self._rejected_series.get(key)
-        if pair is None:
-            m = self.metrics
-            pair = self._rejected_series[key] = (
-                m.rejected_requests.labels(*key),
-                m.rejected_tokens.labels(*key),
-            )
-        pair[0].inc()
-        pair[1].inc(cost)
+        # under a storm of refusals this is the hot path: plain counters (metrics.py), label
+        # sets bounded by the budget's keys; the bodies are constants
+        series = self.counters.rejected_series(tenant, self.budget.model_key(model), refused.reason)
+        series.requests += 1
+        series.tokens += cost
         if refused.reason == "tokens":
             seconds = retry_after(refused.wait if refused.wait is not None else 1.0)
             status, reason, body = 429, b"Too Many Requests", _TOKENS_BODY
@@ -465,52 +467,41 @@ class Agent:
         if request.method != b"POST":
             await self._forward(request, client, None, metered=False)
             return
-        path = request.target.partition(b"?")[0]
-        if path.endswith(METERED_SUFFIXES):
+        target = request.target
+        query = target.find(b"?")
+        if (target if query < 0 else target[:query]).endswith(METERED_SUFFIXES):
             parsed = parse_openai_request(request.body, self.config.default_max_tokens)
         else:
             parsed = None
         tenant = self.budget.tenant_key(self.tenant_of(request))
-        model = parsed.model if parsed is not None else ""
-        cost = None if parsed is None else float(parsed.estimate)
-        outcome = await self.admit(model, tenant, cost)
+        if parsed is None:
+            model, cost = "", None
+        else:
+            model, cost = parsed.model, float(parsed.estimate)
+        now = self.clock.now()
+        outcome = self.admit_now(model, tenant, cost, now)
+        if isinstance(outcome, Refused) and self.config.queue_size:
+            outcome = await self.admit(model, tenant, cost)  # the queue: wait for budget/a slot
+            now = self.clock.now()
         if isinstance(outcome, Refused):
             self._refuse(client, outcome, model, tenant, cost or 0.0)
             return
-        gauge = self._in_flight.get(tenant)
-        if gauge is None:
-            gauge = self._in_flight[tenant] = self.metrics.in_flight.labels(tenant)
-        gauge.inc()
+        in_flight = self.counters.tenant(tenant)
+        in_flight[0] += 1
         meter: _Meter | None = None
         if outcome is not None and parsed is not None:
-            meter = _Meter(outcome, parsed.prompt_tokens, parsed.stream, self.clock.now())
-            self._admitted(outcome)[0].inc()
+            series = self.counters.admitted_series(outcome.tenant, outcome.model)
+            series.requests += 1
+            meter = _Meter(outcome, series, parsed.prompt_tokens, parsed.stream, now)
         try:
             await self._forward(request, client, meter, metered=parsed is not None)
         finally:
-            gauge.dec()
+            in_flight[0] -= 1
             if meter is not None:
-                self._settle(meter)
+                actual = meter.actual(meter.status)
+                self.budget.settle(meter.charge, actual, self.clock.now())
+                meter.series.tokens += actual
             self.release()
-
-    def _settle(self, meter: _Meter) -> None:
-        actual = meter.actual(meter.status)
-        self.budget.settle(meter.charge, actual, self.clock.now())
-        self._admitted(meter.charge)[1].inc(actual)
-
-    def _admitted(self, charge: Charge) -> tuple[Any, Any]:
-        """The admitted requests and tokens counters of a (tenant, model): looked up once, as
-        ``labels()`` costs more than the increment (both label sets are bounded by the budget's
-        ``tenant_key`` and ``model_key``)."""
-        key = (charge.tenant, charge.model)
-        pair = self._admitted_series.get(key)
-        if pair is None:
-            m = self.metrics
-            pair = self._admitted_series[key] = (
-                m.admitted_requests.labels(*key),
-                m.admitted_tokens.labels(*key),
-            )
-        return pair
 
     def ttft(self, model: str) -> Any:
         """The time-to-first-token histogram of a model, looked up once (``model`` is the
@@ -527,13 +518,14 @@ class Agent:
             b"%s %s%s HTTP/1.1\r\nHost: %s\r\n"
             % (request.method, self._prefix, request.target, self._host_header)
         ]
-        headers = filter_headers(request.headers, request.names, drop)
-        parts.extend(b"%s: %s\r\n" % h for h in headers)
-        if request.has_body or request.body:
-            parts.append(b"Content-Length: %d\r\n" % len(request.body))
-        parts.append(b"\r\n")
-        if request.body:
-            parts.append(request.body)
+        for name, value in filter_headers(request.headers, request.names, drop):
+            parts += (name, b": ", value, b"\r\n")
+        body = request.body
+        if request.has_body or body:
+            parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
+            parts.append(body)
+        else:
+            parts.append(b"\r\n")
         return b"".join(parts)
 
     async def _forward(

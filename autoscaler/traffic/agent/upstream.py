@@ -70,6 +70,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._received = False
         self._reason = b""
         self._headers: Headers = []
+        self.names: list[bytes] = []  # the answer's header names, lower-case, same order
+        self.content_length = b""  # its Content-Length as sent (b"": none)
         self._status = 0
         self._framed = False  # the answer has Content-Length or is chunked
         self._keep_alive = False
@@ -113,6 +115,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._headers = []
+        self.names = []
+        self.content_length = b""
         self._reason = b""
         self._framed = False
 
@@ -120,9 +124,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # the lower-case names are kept for the sink, which filters the headers by them
         self._headers.append((name, value))
         lower = name.lower()
-        if lower == b"content-length" or lower == b"transfer-encoding":
+        self.names.append(lower)
+        if lower == b"content-length":
+            self._framed = True
+            self.content_length = value
+        elif lower == b"transfer-encoding":
             self._framed = True
 
     def on_headers_complete(self) -> None:
@@ -242,6 +251,21 @@ class UpstreamPool:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
+    def _take_idle(self) -> UpstreamConnection | None:
+        """A live idle connection, its slot taken, when one is free now: the common case, done
+        without the coroutine ``_acquire`` is. None: ``_acquire`` waits or connects."""
+        idle = self._idle
+        if self._busy >= self.limit or not idle:
+            return None
+        now = self.clock.now()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since <= self.idle_timeout:
+                self._busy += 1
+                return conn
+            conn.abort()
+        return None
+
     async def _acquire(self) -> tuple[UpstreamConnection, bool]:
         while self._busy >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
@@ -331,7 +355,10 @@ class UpstreamPool:
             self._checker = loop.call_later(self.check_interval, self._check)
         deadline = loop.time() + self.timeout
         for attempt in (1, 2):
-            conn, reused = await self._acquire()
+            conn = self._take_idle()
+            reused = conn is not None
+            if conn is None:
+                conn, reused = await self._acquire()
             conn.deadline = deadline
             done = conn.send(request, sink, head_only=head_only)
             try:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoscaler.traffic.agent.budget import OTHER, Shares, TokenBucket, TokenBudget
+from autoscaler.traffic.agent.budget import OTHER, Charge, Shares, TokenBucket, TokenBudget
 
 T0 = 1000.0
 
@@ -161,3 +161,16 @@ def test_tenant_names_seen_only_in_headers_are_bounded_too() -> None:
     budget = TokenBudget(100.0, T0, max_tenants=3)
     assert [budget.tenant_key(f"t{i}") for i in range(5)] == ["t0", "t1", "t2", OTHER, OTHER]
     assert budget.tenant_key("t1") == "t1"
+
+
+def test_admit_is_try_admit_without_the_admission_object() -> None:
+    """The request path's ``admit``: the charge (with the keys the budget tracks it under), or
+    the wait as a number; same buckets, same validation as ``try_admit``."""
+    budget = TokenBudget(100.0, T0, max_models=1)
+    assert budget.admit("m", "t", 60.0, T0) == Charge("m", "t", 60.0)
+    assert budget.admit("m", "t", 60.0, T0) == pytest.approx(0.2)  # 40 left, 20 more at 100/s
+    assert budget.level("m") == pytest.approx(40.0)  # a refusal charges nothing
+    assert budget.admit("other-model", "t", 10.0, T0) == Charge(OTHER, "t", 10.0)
+    for cost in (math.nan, math.inf, -1.0):
+        with pytest.raises(ValueError, match="cost"):
+            budget.admit("m", "t", cost, T0)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from autoscaler.traffic.agent.estimate import (
     SseCounter,
+    loads,
     parse_openai_request,
     prompt_tokens,
     usage_of_json,
@@ -141,6 +142,36 @@ def test_usage_of_json_agrees_with_a_full_parse(
 ) -> None:
     raw = json.dumps(body, indent=indent).encode()
     assert usage_of_json(raw) == _full_parse(raw)
+
+
+def _json_outcome(parse: object, raw: bytes) -> tuple[str, object]:
+    try:
+        return "value", parse(raw)  # type: ignore[operator]
+    except ValueError:  # json's errors and UnicodeDecodeError
+        return "error", None
+
+
+@given(
+    value=_json_values,
+    indent=st.sampled_from([None, 0, 2]),
+    before=st.sampled_from(["", " ", "\n\t", "\ufeff", "x"]),
+    after=st.sampled_from(["", " \r\n", "x", " 1", "}", "\x0b"]),
+)
+def test_loads_is_json_loads(value: object, indent: int | None, before: str, after: str) -> None:
+    """The request path's ``loads`` (the decoder's scanner called directly) gives what
+    ``json.loads`` gives, and refuses what it refuses: whitespace JSON allows around a value,
+    a byte-order mark, leading or trailing garbage."""
+    raw = (before + json.dumps(value, indent=indent) + after).encode()
+    expected = _json_outcome(lambda r: json.loads(r.decode()), raw)
+    assert _json_outcome(loads, raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b" ", b"{", b'{"a": 1}}', b'{"a": 1} {}', b"\xff{}", b"nul", b'"\\ud800"', b"1e999"],
+)
+def test_loads_refuses_and_accepts_what_json_loads_does(raw: bytes) -> None:
+    assert _json_outcome(loads, raw) == _json_outcome(lambda r: json.loads(r.decode()), raw)
 
 
 def _event(obj: object) -> bytes:
