@@ -60,6 +60,15 @@ def _plain_normalize(
     return final, reason
 
 
+def _extremes(entries: list[tuple[float, int]], now: float) -> list[tuple[int, int] | None]:
+    """(min, max) of the recommendations each window counts (age below it), for some windows."""
+    out: list[tuple[int, int] | None] = []
+    for window in (0.5, 1.0, 15.0, 20.0, 45.0, 60.0, 300.0, 1e9):
+        values = [r for t, r in entries if now - t < window]
+        out.append((min(values), max(values)) if values else None)
+    return out
+
+
 BEHAVIORS: list[dict[str, Any]] = [
     {},  # upstream defaults: 300 s down window, 15 s periods
     {
@@ -114,7 +123,10 @@ def test_hpa_memory_matches_the_plain_computation(seed: int) -> None:
         )
         got = mem.normalize(at, current, desired, 1, 40, rules)
         assert got == _plain_normalize(plain, at, current, desired, 1, 40, rules), step
-        assert _nan_eq(mem.recommendations) == _nan_eq(plain["recs"])
+        # The memory drops a recommendation that a newer equal one makes redundant: fewer
+        # entries, the same extremes over every window.
+        assert len(mem.recommendations) <= len(plain["recs"])
+        assert _extremes(mem.recommendations.entries(), at) == _extremes(plain["recs"], at)
         assert _nan_eq(mem.up_events) == _nan_eq(plain["up"])
         assert _nan_eq(mem.down_events) == _nan_eq(plain["down"])
         current = got[0]
@@ -385,3 +397,16 @@ def test_required_signals_are_kept_even_when_not_declared_read(
     rt = next(iter(lean.targets.values()))
     assert rt.reads == frozenset({signals.WAITING})
     assert set(rt.windows) == {signals.WAITING}
+
+
+def test_hpa_memory_keeps_only_the_changes_in_its_window() -> None:
+    # A steady recommendation is one entry, not one per tick of the 300 s window; a change adds
+    # one, and the queue holds at most the distinct runs inside the window.
+    rules = BehaviorRules.of(Behavior.model_validate({}))  # 300 s down window
+    mem = HpaMemory()
+    for t in range(1000):
+        mem.normalize(float(t), 4, 4, 1, 10, rules)
+    assert mem.recommendations.entries() == [(999.0, 4)]
+    for t in range(1000, 1100):
+        mem.normalize(float(t), 4, 3 + (t // 10) % 2, 1, 10, rules)  # alternates every 10 s
+    assert len(mem.recommendations) == 11  # the 4 from before and ten runs of 3s and 4s

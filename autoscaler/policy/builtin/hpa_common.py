@@ -219,6 +219,12 @@ class HpaMemory:
             stabilized = up
         if stabilized > down:
             stabilized = down
+        # A recommendation equal to the newest one makes that one redundant: any window (a
+        # trailing span, also from an earlier time after time goes backwards) that holds the
+        # older entry holds this one. Dropping it keeps the answers and bounds the queue by the
+        # changes in a window, not its length (300 entries a target at the default 300 s).
+        if recs and recs.last_n() == desired:
+            recs.pop()
         recs.append(now, desired)
         while rec_min and rec_min.last_n() >= desired:
             rec_min.pop()
