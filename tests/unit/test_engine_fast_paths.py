@@ -246,6 +246,8 @@ READING = [
     "{name: keda, params: {trigger: {signal: requests_waiting, target: 3}}}",
     "{name: max, params: {policies: [{name: queue, params: {targetPerReplica: 3}}, "
     "{name: kpa, params: {metric: rps}}]}}",
+    "{name: llm, params: {sloTtftSeconds: 2, prefillTokensPerSecond: 4000, "
+    "decodeTokensPerSecond: 900, queueWindowSeconds: 5, scaleDownDelaySeconds: 20}}",
 ]
 
 

@@ -183,6 +183,24 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
     def required_signals(self) -> tuple[str, ...]:
         return (signals.WAITING, signals.PROMPT_TOKENS_TOTAL, signals.GENERATION_TOKENS_TOTAL)
 
+    def signals_read(self) -> frozenset[str]:
+        p = self.params
+        read = {
+            signals.WAITING,
+            signals.PROMPT_TOKENS_TOTAL,
+            signals.GENERATION_TOKENS_TOTAL,
+            signals.KV_CACHE_USAGE,
+            signals.RPS,
+            p.ttft_signal,
+        }
+        if p.include_throttled:
+            read.add(signals.THROTTLED_TOKENS_PER_SECOND)
+        if p.queue_time_signal is not None:
+            read.add(p.queue_time_signal)
+        if p.gpu_busy_utilization is not None:
+            read.add(signals.GPU_UTILIZATION)
+        return frozenset(read)
+
     def retention_seconds(self) -> float:
         p = self.params
         return max(
