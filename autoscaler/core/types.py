@@ -34,6 +34,17 @@ class Value:
         args = ", ".join([f"{name}={getattr(self, name)!r}" for name in self._fields])
         return f"{type(self).__name__}({args})"
 
+    # Read as the tuple of its fields, as the NamedTuples some of these were: unpacking,
+    # indexing and len() keep working for code written against them.
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._key())
+
+    def __getitem__(self, index: int) -> Any:
+        return self._key()[index]
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
 
 @dataclass(frozen=True, slots=True)
 class TargetRef:
@@ -90,9 +101,6 @@ class Proposal(Value):
         self.reason = reason
         self.inputs = inputs
 
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.replicas, self.token_rate, self.reason, self.inputs))
-
     def _replace(self, **changes: Any) -> Proposal:
         fields = {name: getattr(self, name) for name in self._fields}
         unknown = set(changes) - set(fields)
@@ -117,9 +125,6 @@ class GuardAction(Value):
         self.before = before
         self.after = after
         self.reason = reason
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.guard, self.before, self.after, self.reason))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from autoscaler.config import parse_policy
 from autoscaler.core import signals
 from autoscaler.core.snapshot import Snapshot
-from autoscaler.core.types import Observation, Proposal
+from autoscaler.core.types import GuardAction, Observation, Proposal
 from autoscaler.core.windows import SignalWindow
 from autoscaler.engine import Engine
 from autoscaler.policy.api import Policy
@@ -665,5 +665,7 @@ def test_proposal_keeps_the_namedtuple_interface() -> None:
     assert p == Proposal(3, None, "r") and p != Proposal(4, None, "r")
     assert repr(p) == "Proposal(replicas=3, token_rate=None, reason='r', inputs=mappingproxy({}))"
     assert Proposal._fields == ("replicas", "token_rate", "reason", "inputs")
+    assert (p[0], p[2], p[-1], len(p)) == (3, "r", p.inputs, 4)
+    assert list(GuardAction("bounds", 5, 4, "maxReplicas 4")) == ["bounds", 5, 4, "maxReplicas 4"]
     with pytest.raises(ValueError, match="no fields"):
         p._replace(replica=1)
