@@ -253,7 +253,9 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         # still starting (else each ready replica would add another).
         now = snap.now
         last_starting = now if snap.starting > 0 else state.last_starting
-        state = LlmState(state.below_since, state.last_down, last_starting)
+        # The new state's fields (one LlmState is built, at the return).
+        below_since = state.below_since
+        last_down = state.last_down
         span = p.ttft_window_seconds
         if last_starting is not None:
             span = min(span, now - last_starting - p.settle_seconds)
@@ -282,8 +284,9 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         # A shrinking queue that clears before a new replica could be ready gains nothing from
         # one: the horizon is queueDrainSeconds or the measured cold start, whichever is longer.
         horizon = max(p.queue_drain_seconds, snap.cold_start_s or 0.0)
+        last_waiting = snap.last(signals.WAITING)
         if (snap.starting > 0 and not p.queue_while_starting) or _draining(
-            snap, waiting, p.queue_window_seconds, horizon
+            last_waiting, waiting, p.queue_window_seconds, horizon
         ):
             # A queue that grows while replicas start is the demand they were asked for; one
             # that shrinks fast enough clears on the replicas already there.
@@ -297,8 +300,8 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
             # queue is more than the ready replicas hold: below that a growing queue is the
             # noise of arrivals on a fleet that keeps up (flat load of long prompts).
             arrivals = snap.mean(signals.RPS, p.queue_window_seconds)
-            growth = _queue_slope(snap, waiting, p.queue_window_seconds)
-            backlog = snap.last(signals.WAITING) or 0.0
+            growth = _queue_slope(last_waiting, waiting, p.queue_window_seconds)
+            backlog = last_waiting or 0.0
             saturated = backlog > p.waiting_per_replica * max(ready, 1)
             if saturated and arrivals is not None and growth > 0 and arrivals > 0:
                 factor = min(arrivals / max(arrivals - growth, arrivals / 4.0), 4.0)
@@ -328,25 +331,25 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
             # ``current``, so only demand beyond them adds more.
             reason = _top_reason(n_tokens, n_queue, n_kv, n_ttft, n_qtime, n_unserved)
             up = Proposal(want, budget, reason, inputs)
-            return up, LlmState(None, state.last_down, state.last_starting)
+            return up, LlmState(None, last_down, last_starting)
         if current <= 0:
             idle = Proposal(current, budget, "idle at zero", inputs)
-            return idle, LlmState(None, None, state.last_starting)
+            return idle, LlmState(None, None, last_starting)
 
         blocker = self._down_blocker(snap, load, waiting, kv, wait, qtime, after_prefill)
         if blocker:
             held_up = Proposal(current, budget, blocker, inputs)
-            return held_up, LlmState(None, state.last_down, state.last_starting)
-        since = state.below_since if state.below_since is not None else now
+            return held_up, LlmState(None, last_down, last_starting)
+        since = below_since if below_since is not None else now
         delay = p.scale_down_delay_seconds
         held = now - since >= delay
         step = p.scale_down_step_seconds if p.scale_down_step_seconds is not None else delay
-        spaced = state.last_down is None or now - state.last_down >= step
+        spaced = last_down is None or now - last_down >= step
         if held and spaced:
             down = Proposal(current - 1, budget, "remaining replicas below target", inputs)
-            return down, LlmState(since, now, state.last_starting)
+            return down, LlmState(since, now, last_starting)
         pending = Proposal(current, budget, "scale-down pending", inputs)
-        return pending, LlmState(since, state.last_down, state.last_starting)
+        return pending, LlmState(since, last_down, last_starting)
 
     def _down_blocker(
         self,
@@ -398,18 +401,16 @@ def _ceil(x: float) -> int:
     return math.ceil(x - 1e-9) if x > 0 else 0
 
 
-def _queue_slope(snap: Snapshot, mean: float, span: float) -> float:
+def _queue_slope(last: float | None, mean: float, span: float) -> float:
     """Requests/s the queue grew by over the window (negative when it shrank), from the window's
     mean and its last value: a linear change from mean - d to mean + d has slope 2d / span."""
-    last = snap.last(signals.WAITING)
     return 0.0 if last is None else 2.0 * (last - mean) / span
 
 
-def _draining(snap: Snapshot, mean: float, span: float, within: float) -> bool:
+def _draining(last: float | None, mean: float, span: float, within: float) -> bool:
     """The queue is shrinking fast enough to clear within ``within`` seconds: the replicas that
     are there already catch up. The slope is estimated from the window's mean and its last value
     (a linear decline from mean + d to mean - d over the span has slope 2d / span)."""
-    last = snap.last(signals.WAITING)
     if last is None or last >= mean or within <= 0:
         return False
     slope = 2.0 * (mean - last) / span
