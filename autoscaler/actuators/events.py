@@ -2,8 +2,10 @@
 what to what, under which policy and why.
 
 One Event per object written, type Normal, reason ``AutoscalerScaled``, from the component
-``kserve-autoscaler``. An Event that cannot be created is logged and reported in the outcome's
-detail; it never undoes or fails the write it describes.
+``kserve-autoscaler``. Other writers (canary rollouts) give their own reason and action, and
+type Warning for what an operator should look at (a rollback, a failed check). An Event that
+cannot be created is logged and reported in the outcome's detail; it never undoes or fails the
+write it describes.
 """
 
 from __future__ import annotations
@@ -72,7 +74,15 @@ class EventRecorder:
         self.component = component
         self.instance = instance or component
 
-    def body(self, obj: ObjectRef, reason: str, message: str) -> dict[str, Any]:
+    def body(
+        self,
+        obj: ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        action: str = "Scale",
+    ) -> dict[str, Any]:
         now = _rfc3339(self._clock.now())
         if len(message) > MAX_MESSAGE:
             message = message[: MAX_MESSAGE - 3] + "..."
@@ -93,8 +103,8 @@ class EventRecorder:
             "involvedObject": involved,
             "reason": reason,
             "message": message,
-            "type": "Normal",
-            "action": "Scale",
+            "type": "Warning" if warning else "Normal",
+            "action": action,
             "source": {"component": self.component},
             "reportingComponent": self.component,
             "reportingInstance": self.instance,
@@ -103,9 +113,18 @@ class EventRecorder:
             "count": 1,
         }
 
-    async def record(self, obj: ObjectRef, reason: str, message: str) -> None:
+    async def record(
+        self,
+        obj: ObjectRef,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        action: str = "Scale",
+    ) -> None:
         """Create the Event; raises the caller's errors (the caller decides what they mean)."""
-        body: Any = self.body(obj, reason, message)  # a dict: the stubs want a CoreV1Event
+        # A dict: the stubs want a CoreV1Event.
+        body: Any = self.body(obj, reason, message, warning=warning, action=action)
         await self._caller(
             f"create events {obj.namespace} ({obj})",
             lambda: self._core.create_namespaced_event(

@@ -75,7 +75,9 @@ class EventSink(Protocol):
     """``EventRecorder``'s shape: ``obj`` has api_version, kind, namespace, name, uid and
     resource_version (``EventObject``)."""
 
-    async def record(self, obj: Any, reason: str, message: str) -> None: ...
+    async def record(
+        self, obj: Any, reason: str, message: str, *, warning: bool = False, action: str = "Scale"
+    ) -> None: ...
 
 
 class Analyzer(Protocol):
@@ -370,7 +372,7 @@ class RolloutController:
         ]
         rv = await self._patch(KSVC, read.target, {"spec": {"traffic": traffic}})
         message = f"traffic pinned to {latest_ready} (100%) so new revisions start as canaries"
-        await self._event(ref, read.target, rv, "RolloutTrafficPinned", message)
+        await self._event(ref, read.target, rv, "RolloutTrafficPinned", message, False)
         result.transitions.append("RolloutTrafficPinned")
         result.waiting = "pinned"
         return False
@@ -382,16 +384,18 @@ class RolloutController:
             self.metrics.transitions.labels(ref.key, note.reason).inc()
             level = logging.WARNING if note.warning else logging.INFO
             log.log(level, "%s: %s: %s", ref, note.reason, note.message)
-            await self._event(ref, read.target, rv, note.reason, note.message)
+            await self._event(ref, read.target, rv, note.reason, note.message, note.warning)
 
-    async def _event(self, ref: TargetRef, obj: Any, rv: str, reason: str, message: str) -> None:
+    async def _event(
+        self, ref: TargetRef, obj: Any, rv: str, reason: str, message: str, warning: bool
+    ) -> None:
         group, version, _, kind = KSVC if ref.kind == "Service" else ISVC
         meta = obj.get("metadata") or {}
         involved = EventObject(
             f"{group}/{version}", kind, ref.namespace, ref.name, str(meta.get("uid") or ""), rv
         )
         try:
-            await self.events.record(involved, reason, message)
+            await self.events.record(involved, reason, message, warning=warning, action="Rollout")
         except ActuationError as e:  # an Event never undoes the write it describes
             log.warning("no Event for %s: %s", involved, e)
 

@@ -272,6 +272,10 @@ async def test_kserve_canary_traffic_percent_walks_and_rolls_back(h: Any) -> Non
     assert rolled[0]["involvedObject"]["kind"] == "InferenceService"
     assert rolled[0]["involvedObject"]["name"] == "iris"
     assert "3 failed checks" in rolled[0]["message"]
+    # kubectl get events --field-selector type=Warning shows the rollback and the failed checks.
+    assert (rolled[0]["type"], rolled[0]["action"]) == ("Warning", "Rollout")
+    kinds = {e["reason"]: e["type"] for e in h.kube.objects("", "events", NS)}
+    assert kinds["RolloutStarted"] == "Normal" and kinds["RolloutStepShifted"] == "Normal"
 
 
 async def test_kserve_promotion_removes_canary_traffic_percent(h: Any) -> None:
