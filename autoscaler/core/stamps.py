@@ -15,7 +15,7 @@ Iterating gives ``(time, count)`` tuples, oldest first, so code and tests that r
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Final
+from typing import Any, Final
 
 # The lists are storage: the entries are those from ``_head`` up to ``_end``. Popping moves an
 # index (a list that shrinks and regrows reallocates: the monotonic queues empty and refill every
@@ -61,6 +61,10 @@ class StampQueue:
 
     def __repr__(self) -> str:
         return f"StampQueue({self.entries()!r})"
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickling and copy of the memories that hold one (compiled, the default would not).
+        return StampQueue, (self.entries(),)
 
     def first_t(self) -> float:
         return self._t[self._head]

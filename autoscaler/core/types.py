@@ -45,6 +45,11 @@ class Value:
     def __len__(self) -> int:
         return len(self._fields)
 
+    # Compiled, the default pickling calls __init__ without arguments; a subclass's __init__
+    # takes its fields in ``_fields`` order.
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return type(self), self._key()
+
 
 @dataclass(frozen=True, slots=True)
 class TargetRef:
@@ -196,6 +201,25 @@ class Decision:
     @property
     def changed(self) -> bool:
         return self.replicas != self.current
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickling and copy (compiled, the default would call __init__ without arguments).
+        return Decision, (
+            self.target,
+            self.ts,
+            self.policy,
+            self.current,
+            self.ready,
+            self.starting,
+            self.proposal,
+            self.replicas,
+            self.token_rate,
+            self.token_rate_per_replica,
+            self.reason,
+            self.signals_ok,
+            self.inputs,
+            self.guards,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -78,3 +78,32 @@ def test_emptied_queue_reuses_its_storage_and_compares_by_value() -> None:
     assert q != StampQueue([(5.0, 8)])
     assert repr(q) == "StampQueue([(5.0, 9)])"
     assert q.__eq__(object()) is NotImplemented
+
+
+def test_records_and_memories_pickle_and_copy() -> None:
+    # Compiled classes pickle by calling __init__ with no arguments unless told otherwise; the
+    # records (and the HPA memory built on StampQueue) say how to rebuild themselves.
+    import copy
+    import pickle
+
+    from autoscaler.core.types import Decision, GuardAction, Proposal
+    from autoscaler.policy.builtin.hpa_common import HpaMemory
+    from autoscaler.policy.builtin.llm import LlmState
+    from autoscaler.policy.compat.knative import KpaResult
+
+    mem = HpaMemory()
+    mem.recommendations.append(1.0, 3)
+    mem.up_events.append(1.0, 2)
+    action = GuardAction("bounds", 5, 4, "maxReplicas 4")
+    objects = [
+        StampQueue([(1.0, 2), (3.0, 4)]),
+        mem,
+        action,
+        Proposal(3, 10.0, "why", {"x": 1.0}),
+        Decision("ns/m", 1.0, "queue", 2, 2, 0, 3, 3, None, None, "r", True, {"x": 1.0}, (action,)),
+        KpaResult(True, 3, 1),
+        LlmState(1.0, None, 2.0),
+    ]
+    for obj in objects:
+        for twin in (pickle.loads(pickle.dumps(obj)), copy.deepcopy(obj), copy.copy(obj)):
+            assert type(twin) is type(obj) and twin == obj, obj
