@@ -10,6 +10,21 @@ from typing import Any, ClassVar, NamedTuple
 EMPTY: Mapping[str, float] = MappingProxyType({})
 
 
+def _plain(inputs: Mapping[str, float]) -> Mapping[str, float]:
+    """``inputs`` as something pickle takes: the shared empty ``EMPTY`` is a mappingproxy."""
+    return inputs if type(inputs) is dict else dict(inputs)
+
+
+def rebuild(cls: Any, args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """``cls(*args)`` with ``state``'s attributes set: how compiled state classes pickle and
+    copy (by default a compiled class would be called with no arguments). A class's
+    ``__reduce__`` returns ``rebuild, (cls, args, state)``."""
+    obj = cls(*args)
+    for name, value in state.items():
+        setattr(obj, name, value)
+    return obj
+
+
 class Value:
     """Base of a small record the engine builds per target per tick: compares, hashes and prints
     by its ``_fields``. A plain class rather than a frozen dataclass, whose generated
@@ -105,6 +120,9 @@ class Proposal(Value):
         self.token_rate = token_rate
         self.reason = reason
         self.inputs = inputs
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return Proposal, (self.replicas, self.token_rate, self.reason, _plain(self.inputs))
 
     def _replace(self, **changes: Any) -> Proposal:
         fields = {name: getattr(self, name) for name in self._fields}
@@ -217,7 +235,7 @@ class Decision:
             self.token_rate_per_replica,
             self.reason,
             self.signals_ok,
-            self.inputs,
+            _plain(self.inputs),
             self.guards,
         )
 

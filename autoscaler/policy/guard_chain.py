@@ -9,11 +9,11 @@ for every target on every tick. It imports no pydantic so it can be compiled wit
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.stamps import StampQueue
-from autoscaler.core.types import GuardAction
+from autoscaler.core.types import GuardAction, rebuild
 from autoscaler.policy.compat.kubernetes import (
     generate_scale_down_rules,
     generate_scale_up_rules,
@@ -25,6 +25,23 @@ from autoscaler.policy.compat.kubernetes import (
 
 if TYPE_CHECKING:
     from autoscaler.policy.guards import Guards, ScaleToZero, TokenLimits
+
+
+_GUARD_STATE_FIELDS: Final = (
+    "down_events",
+    "down_total",
+    "event_ts",
+    "events_in_order",
+    "first_seen",
+    "last_good",
+    "last_token_rate",
+    "last_token_ts",
+    "rec_max",
+    "rec_min",
+    "up_events",
+    "up_total",
+    "zero_since",
+)
 
 
 class GuardState:
@@ -63,6 +80,10 @@ class GuardState:
         self.events_in_order = True
         self.last_token_rate: float | None = None
         self.last_token_ts: float | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        state = {name: getattr(self, name) for name in _GUARD_STATE_FIELDS}
+        return rebuild, (GuardState, (self.first_seen,), state)
 
 
 def _ages(q: StampQueue, now: float) -> list[tuple[int, float]]:

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from autoscaler.config import load_policy, parse_policy
@@ -516,3 +517,36 @@ def test_reload_reroutes_signals_to_what_the_new_policy_reads() -> None:
     assert rt.windows[signals.CONCURRENCY].last == 8.0
     assert e.unread_observations == 2  # now requests_waiting
     assert d.proposal == 4 and d.current == 2  # 8 in flight / 2 per replica
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(Path("policies").glob("*.yaml")) + sorted(Path("policies/baselines").glob("*.yaml")),
+)
+def test_policy_and_guard_state_survive_pickling(path: Path) -> None:
+    # Compiled state classes say how to rebuild themselves (by default a compiled class would be
+    # called with no arguments). An engine whose states went through pickle decides as one whose
+    # states did not.
+    import pickle
+
+    doc = load_policy(path)
+    a, b = Engine.from_policy(doc), Engine.from_policy(doc)
+    keys = list(a.targets)
+
+    def tick(e: Engine, t: int) -> list[dict[str, Any]]:
+        load = 3.0 + (t // 7) % 4 * 5.0
+        o: list[Observation] = []
+        for k in keys:
+            o += obs(k, float(t), replicas=2, replicas_ready=2, requests_waiting=load)
+            o += obs(k, float(t), concurrency=load * 2, rps=load)
+            o += obs(k, float(t), prompt_tokens_total=900.0 * t, generation_tokens_total=250.0 * t)
+        return [d.to_dict() for d in e.tick(float(t), o)]
+
+    for t in range(40):
+        assert tick(a, t) == tick(b, t)
+    for rt in b.targets.values():
+        rt.policy_state = pickle.loads(pickle.dumps(rt.policy_state))
+        rt.guard_state = pickle.loads(pickle.dumps(rt.guard_state))
+        rt.last = pickle.loads(pickle.dumps(rt.last))
+    for t in range(40, 120):
+        assert tick(a, t) == tick(b, t), t

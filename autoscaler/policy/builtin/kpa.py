@@ -15,7 +15,7 @@ was seen. As upstream, a panic window with no sample (while the stable window ha
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import EMPTY, Proposal
@@ -27,6 +27,9 @@ from autoscaler.policy.compat.knative import KpaDecider
 @dataclass(slots=True)
 class KpaState:
     decider: KpaDecider
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return KpaState, (self.decider,)  # compiled, the default would call KpaState()
 
 
 class KpaPolicy(Policy[KpaParams, KpaState]):

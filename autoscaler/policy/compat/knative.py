@@ -28,10 +28,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Final, Literal, final
+from typing import Any, Final, Literal, final
 
 from autoscaler.core.rounding import round_even
-from autoscaler.core.types import Value
+from autoscaler.core.types import Value, rebuild
 
 __all__ = [
     "INVALID_RESULT",
@@ -108,6 +108,24 @@ class KpaSpec:
     reachable: bool = True
     activation_scale: int = 1
     initial_scale: int = 1
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Compiled, a frozen dataclass's default pickling assigns its fields and is refused.
+        return KpaSpec, (
+            self.scaling_metric,
+            self.target_value,
+            self.total_value,
+            self.target_burst_capacity,
+            self.panic_threshold,
+            self.max_scale_up_rate,
+            self.max_scale_down_rate,
+            self.activator_capacity,
+            self.stable_window,
+            self.scale_down_delay,
+            self.reachable,
+            self.activation_scale,
+            self.initial_scale,
+        )
 
     def __post_init__(self) -> None:
         """Reject values Knative's webhook/config validation would reject *and* that would make the
@@ -341,6 +359,10 @@ class _MaxWindow:
     def size(self) -> int:
         return len(self._maxima)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        state = {"_maxima": list(self._maxima), "_first": self._first, "_length": self._length}
+        return rebuild, (_MaxWindow, (1,), state)
+
     def _slot(self, i: int) -> int:
         return i % len(self._maxima)
 
@@ -390,6 +412,10 @@ class _MaxTimeWindow:
     @property
     def size(self) -> int:
         return self._window.size
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        state = {"_window": self._window, "_granularity_s": self._granularity_s}
+        return rebuild, (_MaxTimeWindow, (_TICK_INTERVAL_NS,), state)
 
     def slot(self, now_ns: int) -> int:
         unix_seconds = now_ns // _NS_PER_SECOND  # floor, like Go's Time.Unix()
@@ -479,6 +505,15 @@ class KpaDecider:
         self._delay_window: _MaxTimeWindow | None = (
             _MaxTimeWindow(delay_ns) if delay_ns > 0 else None
         )
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickling and copy (compiled, the default would call __init__ with no arguments).
+        state = {
+            "_delay_window": self._delay_window,
+            "max_panic_pods": self.max_panic_pods,
+            "panic_since": self.panic_since,
+        }
+        return rebuild, (KpaDecider, (self._spec, 0.0, None), state)
 
     @property
     def spec(self) -> KpaSpec:
