@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
@@ -13,6 +13,12 @@ EMPTY: Mapping[str, float] = MappingProxyType({})
 def _plain(inputs: Mapping[str, float]) -> Mapping[str, float]:
     """``inputs`` as something pickle takes: the shared empty ``EMPTY`` is a mappingproxy."""
     return inputs if type(inputs) is dict else dict(inputs)
+
+
+def field_values(obj: Any) -> tuple[Any, ...]:
+    """A dataclass's field values in declaration order: the arguments of its ``__init__`` for
+    the dataclasses here, so ``cls, field_values(obj)`` is how they pickle."""
+    return tuple([getattr(obj, f.name) for f in fields(obj)])
 
 
 def rebuild(cls: Any, args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -222,22 +228,8 @@ class Decision:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Pickling and copy (compiled, the default would call __init__ without arguments).
-        return Decision, (
-            self.target,
-            self.ts,
-            self.policy,
-            self.current,
-            self.ready,
-            self.starting,
-            self.proposal,
-            self.replicas,
-            self.token_rate,
-            self.token_rate_per_replica,
-            self.reason,
-            self.signals_ok,
-            _plain(self.inputs),
-            self.guards,
-        )
+        *head, inputs, guards = field_values(self)
+        return Decision, (*head, _plain(inputs), guards)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -47,21 +47,7 @@ _GUARD_STATE_FIELDS: Final = (
 class GuardState:
     """Per-target memory of the guards. Timestamps only; nothing counts ticks."""
 
-    __slots__ = (
-        "down_events",
-        "down_total",
-        "event_ts",
-        "events_in_order",
-        "first_seen",
-        "last_good",
-        "last_token_rate",
-        "last_token_ts",
-        "rec_max",
-        "rec_min",
-        "up_events",
-        "up_total",
-        "zero_since",
-    )
+    __slots__ = _GUARD_STATE_FIELDS
 
     def __init__(self, now: float) -> None:
         self.first_seen = now

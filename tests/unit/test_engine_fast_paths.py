@@ -15,6 +15,7 @@ import pytest
 
 from autoscaler.config import parse_policy
 from autoscaler.core import signals
+from autoscaler.core.rounding import to_milli
 from autoscaler.core.snapshot import Snapshot
 from autoscaler.core.types import Decision, Observation, TargetRef
 from autoscaler.core.windows import SignalWindow
@@ -27,10 +28,14 @@ from autoscaler.policy.builtin.hpa_common import (
     HpaMemory,
     HpaMetric,
     MetricPlan,
-    metric_replicas,
-    metric_value,
 )
-from autoscaler.policy.compat.kubernetes import Tolerance, limit_rate, stabilize
+from autoscaler.policy.compat.kubernetes import (
+    Tolerance,
+    limit_rate,
+    replicas_for_external_average,
+    replicas_for_external_metric,
+    stabilize,
+)
 
 
 def _plain_normalize(
@@ -163,6 +168,27 @@ def test_single_metric_hpa_matches_the_general_path(window: float) -> None:
         if p1.replicas is not None:
             current = max(1, min(30, p1.replicas))
     assert s_fast == s_slow
+
+
+def metric_value(snap: Snapshot, m: HpaMetric) -> float | None:
+    """What MetricPlan.value stands for, over the pydantic metric."""
+    if m.window_seconds > 0:
+        return snap.mean(m.signal, m.window_seconds)
+    return snap.last(m.signal)
+
+
+def metric_replicas(snap: Snapshot, current: int, m: HpaMetric, tol: Tolerance) -> int | None:
+    """What MetricPlan.replicas stands for: upstream's functions, over the pydantic metric."""
+    value = metric_value(snap, m)
+    if value is None:
+        return None
+    if m.type == "AverageValue":
+        return replicas_for_external_average(current, [to_milli(value)], to_milli(m.target), tol)
+    if snap.ready == 0:
+        return None
+    return replicas_for_external_metric(
+        current, [to_milli(value)], to_milli(m.target), snap.ready, tol
+    )
 
 
 @pytest.mark.parametrize("kind", ["AverageValue", "Value"])

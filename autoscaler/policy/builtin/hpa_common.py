@@ -53,28 +53,9 @@ class BehaviorRules:
         return cls(up, down, up_w, down_w, period, all(p == period for p in periods))
 
 
-def metric_value(snap: Snapshot, m: HpaMetric) -> float | None:
-    if m.window_seconds > 0:
-        return snap.mean(m.signal, m.window_seconds)
-    return snap.last(m.signal)
-
-
-def metric_replicas(snap: Snapshot, current: int, m: HpaMetric, tol: Tolerance) -> int | None:
-    value = metric_value(snap, m)
-    if value is None:
-        return None
-    if m.type == "AverageValue":
-        return replicas_for_external_average(current, [to_milli(value)], to_milli(m.target), tol)
-    if snap.ready == 0:
-        return None  # upstream: no ready pods is an invalid metric for Value targets
-    return replicas_for_external_metric(
-        current, [to_milli(value)], to_milli(m.target), snap.ready, tol
-    )
-
-
 class MetricPlan:
-    """An ``HpaMetric`` read once into plain attributes, with ``metric_value`` and
-    ``metric_replicas`` over them: the hpa and keda policies run these per target per tick, and a
+    """An ``HpaMetric`` read once into plain attributes, with its value and the replicas it asks
+    for computed over them: the hpa and keda policies run these per target per tick, and a
     pydantic field read costs several times a compiled attribute read.
 
     ``replicas`` takes the value already read. For an AverageValue target (KEDA's default) it is
@@ -104,13 +85,14 @@ class MetricPlan:
         self.within_high = 1.0 + tolerance
 
     def value(self, snap: Snapshot) -> float | None:
-        """``metric_value``: the window's mean, or the last sample without a window."""
+        """The window's mean, or the last sample without a window."""
         if self.window > 0:
             return snap.mean(self.signal, self.window)
         return snap.last(self.signal)
 
     def replicas(self, snap: Snapshot, current: int, value: float) -> int | None:
-        """``metric_replicas`` for ``value``, this metric's reading."""
+        """The replicas this metric's reading ``value`` asks for (upstream's external-metric
+        calculation for its target type)."""
         usage = to_milli(value)
         target = self.target_milli
         if not self.average:

@@ -31,7 +31,7 @@ from fractions import Fraction
 from typing import Any, Final, Literal, final
 
 from autoscaler.core.rounding import round_even
-from autoscaler.core.types import Value, rebuild
+from autoscaler.core.types import Value, field_values, rebuild
 
 __all__ = [
     "INVALID_RESULT",
@@ -111,21 +111,7 @@ class KpaSpec:
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Compiled, a frozen dataclass's default pickling assigns its fields and is refused.
-        return KpaSpec, (
-            self.scaling_metric,
-            self.target_value,
-            self.total_value,
-            self.target_burst_capacity,
-            self.panic_threshold,
-            self.max_scale_up_rate,
-            self.max_scale_down_rate,
-            self.activator_capacity,
-            self.stable_window,
-            self.scale_down_delay,
-            self.reachable,
-            self.activation_scale,
-            self.initial_scale,
-        )
+        return KpaSpec, field_values(self)
 
     def __post_init__(self) -> None:
         """Reject values Knative's webhook/config validation would reject *and* that would make the
