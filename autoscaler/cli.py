@@ -194,6 +194,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         seed=args.seed,
         jobs=args.jobs,
         progress=bar,
+        **({} if args.tie_tolerance is None else {"tie_tolerance": args.tie_tolerance}),
     )
     bar.done()
     window = f"[{args.start if args.start is not None else 'start'}, "
@@ -426,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", type=float, default=0.99, help="SLO attainment to meet (default 0.99)"
     )
     p.add_argument("--budget", type=int, default=40, help="simulations to run at most")
+    p.add_argument(
+        "--tie-tolerance",
+        type=float,
+        help="feasible points within this fraction of the least GPU-hours tie on cost; the one "
+        "with the best attainment among them is chosen (default 0.01; 0: strictly the cheapest)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the search and the simulations")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (results do not change)")
     p.add_argument("--start", type=float, help="slice: first second of the trace to tune on")

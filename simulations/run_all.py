@@ -46,6 +46,7 @@ from autoscaler.sim.traces.longhorizon import (
     build_servegen,
 )
 from autoscaler.sim.tune import (
+    TIE_TOLERANCE,
     default_space_file,
     load_space,
     parse_path,
@@ -312,7 +313,7 @@ def _cache_key(
         e.space.read_bytes() if e.space else b"",
         cluster.model_dump_json().encode(),
         json.dumps(
-            [sc["trace"], train.requests, window, slo, target, budget, args.seed]
+            [sc["trace"], train.requests, window, slo, target, budget, args.seed, TIE_TOLERANCE]
             # Only scenarios with a built trace add its recipe: the others' keys stay as they were.
             + ([sc["build"]] if "build" in sc else [])
         ).encode(),

@@ -11,10 +11,12 @@ The search (deterministic for a seed, whatever ``jobs`` is):
    point is evaluated, so the result is the exact optimum over the space.
 2. Otherwise a **coarse design**: the policy as written, then a seeded Latin hypercube over the
    space for about half the budget.
-3. **Local refinement** (pattern search) around the incumbent, the cheapest feasible point (or,
-   while nothing is feasible, the one with the best attainment): one step up and one down per
+3. **Local refinement** (pattern search) around the incumbent (``choose``: among the feasible
+   points within ``tie_tolerance`` of the least GPU-hours, the one with the best attainment; while
+   nothing is feasible, the best attainment): one step up and one down per
    dimension (choices: the neighbouring values; ranges: +-radius in the unit cube, at least one
-   unit for integers); the radius halves whenever a round finds nothing better. When the radius
+   unit for integers; when the budget left cannot take a whole round, a seeded draw of its steps);
+   the radius halves whenever a round finds nothing better. When the radius
    falls below 1/64 with budget left, a fresh Latin hypercube of half the remainder is drawn and
    refinement starts again from the best point so far; the search stops when the budget is spent
    (or the space is exhausted).
@@ -405,6 +407,27 @@ class Evaluation:
         return (2, 0.0, 0.0, 0.0, self.index)
 
 
+TIE_TOLERANCE = 0.01
+"""Feasible points within this fraction of the least GPU-hours are a tie on cost: the tuner takes
+the one with the most margin on the SLO among them. 1% is about what the seed alone moves a
+setting's GPU-hours (0.5-0.85% over five seeds for the tuned KPA and predictive-llm on the
+Alibaba QPS training half; docs/tuning.md, "Ties on cost")."""
+
+
+def choose(
+    evaluations: Sequence[Evaluation], target: float, tie_tolerance: float = TIE_TOLERANCE
+) -> Evaluation:
+    """The point the tuner returns: the feasible points whose GPU-hours are within
+    ``tie_tolerance`` of the cheapest feasible one, best attainment first (then cheaper, lower p99
+    TTFT, evaluation order); with no feasible point, ``Evaluation.rank``'s best attainment."""
+    first = min(evaluations, key=lambda e: e.rank(target))
+    if not first.feasible(target) or tie_tolerance <= 0.0:
+        return first
+    bound = first.gpu_hours * (1.0 + tie_tolerance)
+    tied = [e for e in evaluations if e.feasible(target) and e.gpu_hours <= bound]
+    return min(tied, key=lambda e: (-e.attainment, *e.rank(target)[1:]))
+
+
 @dataclass(frozen=True, slots=True)
 class _Job:
     """What a worker needs to evaluate points (sent once per process)."""
@@ -451,6 +474,7 @@ class TuneResult:
     seed: int
     budget: int
     strategy: str
+    tie_tolerance: float = TIE_TOLERANCE
 
     @property
     def feasible(self) -> bool:
@@ -494,14 +518,18 @@ def tune(
     seed: int = 0,
     jobs: int = 1,
     progress: Callable[[float], None] | None = None,
+    tie_tolerance: float = TIE_TOLERANCE,
 ) -> TuneResult:
-    """Search ``space`` for the least GPU-hours with SLO attainment >= ``target`` on ``trace``."""
+    """Search ``space`` for the least GPU-hours with SLO attainment >= ``target`` on ``trace``
+    (GPU-hours within ``tie_tolerance`` of the least are a tie, won by the better attainment)."""
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target attainment must be in (0, 1], got {target}")
+    if not 0.0 <= tie_tolerance < 1.0:
+        raise ValueError(f"tie tolerance must be in [0, 1), got {tie_tolerance}")
     job = _Job(space, trace, spec, seed, slo_ttft_s)
     rng = np.random.default_rng(seed)
     dims = space.dims
@@ -537,7 +565,7 @@ def tune(
                 progress(len(evaluations) / total)
 
     def incumbent() -> Evaluation:
-        return min(evaluations, key=lambda e: e.rank(target))
+        return choose(evaluations, target, tie_tolerance)
 
     try:
         sizes = [d.size for d in dims]
@@ -583,6 +611,12 @@ def tune(
                     for v in d.neighbours(best.point[i], radius):
                         candidates.append((*best.point[:i], v, *best.point[i + 1 :]))
                 untried = [c for c in candidates if c not in seen]
+                left = budget - len(evaluations)
+                if len(untried) > left:
+                    # The budget cannot take the whole round: a seeded draw of the steps, not the
+                    # first ones in dimension order (which never refined the last dimensions).
+                    pick = sorted(rng.choice(len(untried), size=left, replace=False).tolist())
+                    untried = [untried[i] for i in pick]
                 run(untried, f"refine r={radius:g}")
                 if incumbent() is best:
                     radius /= 2
@@ -598,6 +632,7 @@ def tune(
         seed=seed,
         budget=budget,
         strategy=strategy,
+        tie_tolerance=tie_tolerance,
     )
 
 
@@ -622,6 +657,7 @@ def frontier_json(result: TuneResult, trace_info: dict[str, Any]) -> dict[str, A
         "seed": result.seed,
         "budget": result.budget,
         "strategy": result.strategy,
+        "tie_tolerance": result.tie_tolerance,
         "feasible": result.feasible,
         "best": result.best.index,
         "points": [
@@ -649,8 +685,16 @@ def frontier_markdown(result: TuneResult, trace_info: dict[str, Any]) -> str:
     best = result.best
     on_frontier = {e.index for e in result.frontier()}
     short = [d.path.rsplit(".", 1)[-1] for d in space.dims]
+    cheapest = min(result.evaluations, key=lambda e: e.rank(result.target))
+    tie = (
+        f"; the cheapest feasible point, {cheapest.index} at {cheapest.gpu_hours:.3f} GPU-h "
+        f"(attainment {cheapest.attainment:.4f}), is within the {result.tie_tolerance:.0%} cost "
+        "tie and has less margin"
+        if result.feasible and cheapest.index != best.index
+        else ""
+    )
     verdict = (
-        f"meets the target at {best.gpu_hours:.3f} GPU-h (attainment {best.attainment:.4f})"
+        f"meets the target at {best.gpu_hours:.3f} GPU-h (attainment {best.attainment:.4f}){tie}"
         if result.feasible
         else f"NO evaluated point meets the target; best attainment {best.attainment:.4f} "
         f"at {best.gpu_hours:.3f} GPU-h is written instead"
@@ -662,7 +706,8 @@ def frontier_markdown(result: TuneResult, trace_info: dict[str, Any]) -> str:
         f"window {trace_info.get('window')})",
         f"- SLO: TTFT <= {result.slo_ttft_s:g} s for >= {result.target:g} of requests; "
         f"seed {result.seed}; {len(result.evaluations)} of {result.budget} evaluations "
-        f"({result.strategy})",
+        f"({result.strategy}); feasible points within {result.tie_tolerance:.0%} of the least "
+        "GPU-hours tie on cost, and the best attainment among them is chosen",
         f"- space: {space.file}",
         f"- chosen: point {best.index}, "
         + ", ".join(f"{d.path} = {_fmt(v)}" for d, v in zip(space.dims, best.point, strict=True)),

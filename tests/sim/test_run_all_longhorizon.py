@@ -163,7 +163,8 @@ def test_the_long_horizon_scenarios_share_one_protocol(run_all: ModuleType) -> N
         "servegen-m-small-longhorizon",
     }
     for sc in long:
-        assert sc["tickSeconds"] == 15 and sc["budget"] == 16
+        # the harness's budget, as for the 1-hour scenarios
+        assert sc["tickSeconds"] == 15 and "budget" not in sc
         assert sc.get("tune", True) is True
         assert sc["trace"].startswith("out/")  # built, never committed
 

@@ -16,13 +16,18 @@ import yaml
 from autoscaler.cli import main
 from autoscaler.config.loader import load_policy
 from autoscaler.core.errors import PolicyConfigError
+from autoscaler.sim import tune as tune_module
 from autoscaler.sim.cluster_config import ClusterSpec
 from autoscaler.sim.runner import simulate
 from autoscaler.sim.synth import synth_trace, write_csv
 from autoscaler.sim.traces import Trace, load_trace
 from autoscaler.sim.tune import (
+    Evaluation,
+    TuneResult,
+    choose,
     default_space_file,
     frontier_json,
+    frontier_markdown,
     load_space,
     split_windows,
     substitute,
@@ -555,3 +560,105 @@ def test_a_policy_stating_its_slo_is_deployed_with_the_scenarios(tmp_path: Path)
     kpa = ROOT / "policies" / "baselines" / "knative-kpa.yaml"
     assert with_slo(kpa, 10.0, tmp_path / "kpa") == kpa
     assert not (tmp_path / "same").exists() and not (tmp_path / "kpa").exists()
+
+
+def _evaluation(index: int, gpu_hours: float, attainment: float) -> Evaluation:
+    metrics = {"gpu_hours": gpu_hours, "slo_attainment": attainment, "ttft_p99_s": 1.0}
+    return Evaluation(index, (index,), "coarse", metrics)
+
+
+def test_a_tie_on_cost_goes_to_the_setting_with_more_margin() -> None:
+    evaluations = [
+        _evaluation(0, 100.0, 0.991),  # the cheapest feasible point
+        _evaluation(1, 100.9, 0.996),  # within 1% of its cost, more margin: chosen
+        _evaluation(2, 101.5, 0.999),  # more margin still, but 1.5% dearer: not a tie
+        _evaluation(3, 99.0, 0.989),  # cheaper, infeasible
+        _evaluation(4, 100.5, 0.993),
+    ]
+    assert choose(evaluations, 0.99).index == 1
+    assert choose(evaluations, 0.99, tie_tolerance=0.0).index == 0  # strictly the cheapest
+    assert choose(evaluations, 0.99, tie_tolerance=0.02).index == 2
+    # equal attainment inside the tie: the cheaper one
+    assert choose([_evaluation(0, 100.0, 0.995), _evaluation(1, 100.5, 0.995)], 0.99).index == 0
+    # nothing feasible: the best attainment, whatever it costs
+    assert choose(evaluations, 0.9995).index == 2
+
+
+def test_tuning_reports_the_tie_and_its_tolerance(
+    tmp_path: Path, trace: Trace, cluster: ClusterSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    space = load_space(write(tmp_path, "s.yaml", QUEUE_SPACE), write(tmp_path, "q.yaml", QUEUE))
+
+    def fake(job: object, point: tuple[float, int]) -> tuple[dict[str, float], None]:
+        # cost falls with the per-replica target, margin rises with the scale-down delay
+        target, down = point
+        return {"gpu_hours": 10.0 + 1.0 / target, "slo_attainment": 0.95 + down / 60000}, None
+
+    monkeypatch.setattr(tune_module, "_evaluate", fake)
+    result = tune(space, trace, cluster, slo_ttft_s=SLO, target=TARGET, budget=12)
+    cheapest = min(result.evaluations, key=lambda e: e.rank(TARGET))
+    assert result.best is choose(result.evaluations, TARGET)
+    assert result.best.gpu_hours <= cheapest.gpu_hours * 1.01
+    assert result.best.attainment >= cheapest.attainment
+    data = frontier_json(result, {"name": "t"})
+    assert data["tie_tolerance"] == 0.01
+    assert data["best"] == result.best.index
+    strict = tune(
+        space, trace, cluster, slo_ttft_s=SLO, target=TARGET, budget=12, tie_tolerance=0.0
+    )
+    assert strict.best.gpu_hours == min(e.gpu_hours for e in strict.evaluations)
+    with pytest.raises(ValueError, match="tie tolerance"):
+        tune(space, trace, cluster, slo_ttft_s=SLO, target=TARGET, budget=4, tie_tolerance=1.0)
+
+
+def test_a_round_the_budget_cuts_short_still_reaches_the_last_dimension(
+    tmp_path: Path, trace: Trace, cluster: ClusterSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four dimensions give a refinement round of up to eight steps; with four evaluations left
+    the steps are a seeded draw, so over seeds every dimension gets refined (taking the first
+    four in order never moved the last one)."""
+    space_text = QUEUE_SPACE + (
+        "  - path: spec.targets[0].policy.params.windowSeconds\n    values: [10, 30, 60]\n"
+        "  - path: spec.targets[0].guards.minReplicas\n    values: [1, 2, 4]\n"
+    )
+    space = load_space(write(tmp_path, "s.yaml", space_text), write(tmp_path, "q.yaml", QUEUE))
+
+    def fake(job: object, point: tuple[float, int, int, int]) -> tuple[dict[str, float], None]:
+        return {"gpu_hours": 10.0 + point[3], "slo_attainment": 0.99}, None
+
+    monkeypatch.setattr(tune_module, "_evaluate", fake)
+    moved: set[int] = set()
+    for seed in range(6):
+        result = tune(space, trace, cluster, slo_ttft_s=SLO, target=TARGET, budget=9, seed=seed)
+        refined = [e for e in result.evaluations if e.phase.startswith("refine")]
+        assert len(refined) <= 4  # one round, cut to the budget left
+        design = [e for e in result.evaluations if not e.phase.startswith("refine")]
+        base = choose(design, TARGET)
+        for e in refined:
+            pairs = enumerate(zip(e.point, base.point, strict=True))
+            changed = [i for i, (a, b) in pairs if a != b]
+            assert len(changed) == 1  # one step in one dimension from the incumbent
+            moved.update(changed)
+    assert 3 in moved
+
+
+def test_the_frontier_report_says_when_a_cheaper_point_lost_the_tie(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, "s.yaml", QUEUE_SPACE), write(tmp_path, "q.yaml", QUEUE))
+
+    def point(index: int, gpu_hours: float, attainment: float) -> Evaluation:
+        metrics = {"gpu_hours": gpu_hours, "slo_attainment": attainment, "ttft_p99_s": 1.0}
+        return Evaluation(index, (4.0, 100 + index), "coarse", metrics)
+
+    evaluations = [point(0, 200.0, 0.9905), point(1, 201.0, 0.9960), point(2, 150.0, 0.90)]
+    best = choose(evaluations, 0.99)
+    result = TuneResult(space, evaluations, best, 0.99, 10.0, 0, 3, "grid")
+    text = frontier_markdown(result, {"name": "t"})
+    assert best.index == 1
+    assert "- chosen: point 1," in text
+    assert (
+        "the cheapest feasible point, 0 at 200.000 GPU-h (attainment 0.9905), is within the 1% "
+        "cost tie and has less margin" in text
+    )
+    assert "feasible points within 1% of the least GPU-hours tie on cost" in text
+    alone = TuneResult(space, evaluations[:1], evaluations[0], 0.99, 10.0, 0, 3, "grid")
+    assert "cost tie and has less margin" not in frontier_markdown(alone, {"name": "t"})
