@@ -819,7 +819,7 @@ def _write_summary(all_data: list[dict[str, Any]], wall: float, args: argparse.N
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", action="append", help="scenario name (repeatable)")
-    ap.add_argument("--budget", type=int, default=40, help="simulations per tuned policy")
+    ap.add_argument("--budget", type=int, default=80, help="simulations per tuned policy")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes for tuning")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(

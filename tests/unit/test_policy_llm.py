@@ -355,6 +355,29 @@ def test_steps_after_the_first_may_be_spaced_closer_than_the_delay() -> None:
     assert decide(p, snap(1360, 3, **low), st)[0].replicas == 2
 
 
+def test_a_step_may_remove_as_many_replicas_as_the_rest_carry() -> None:
+    """``scaleDownMaxReplicas``: after a burst, back to what the load needs in one step. 1.5
+    replicas of prefill at a 0.5 target less the 15% margin need 4 replicas (1.5 / 4 = 0.375 <=
+    0.425, 1.5 / 3 = 0.5 > 0.425)."""
+    load = {"prompt": 1500.0, "gen": 0.0}
+    assert _after_delay(policy(), snap(1000, 8, **load)).replicas == 7  # the default: one
+    fast = _after_delay(policy(scaleDownMaxReplicas=8), snap(1000, 8, **load))
+    assert (fast.replicas, fast.reason) == (4, "remaining replicas below target")
+    assert _after_delay(policy(scaleDownMaxReplicas=2), snap(1000, 8, **load)).replicas == 6
+    # every target counts: 7 waiting need 5 replicas (7 > 2 x 4 x 0.85), 0.2 KV on 8 needs 4
+    queued = snap(1000, 8, waiting=7, **load)
+    assert _after_delay(policy(scaleDownMaxReplicas=8), queued).replicas == 5
+    kv = snap(1000, 8, prompt=0.0, gen=0.0, **{signals.KV_CACHE_USAGE: 0.2})
+    assert _after_delay(policy(scaleDownMaxReplicas=8), kv).replicas == 4
+    # never below one replica in a step; the last goes alone, and only with no load
+    idle = snap(1000, 3, prompt=0.0, gen=0.0)
+    assert _after_delay(policy(scaleDownMaxReplicas=8), idle).replicas == 1
+    assert (
+        _after_delay(policy(scaleDownMaxReplicas=8), snap(1000, 1, prompt=0.0, gen=0.0)).replicas
+        == 0
+    )
+
+
 def test_a_blocked_tick_restarts_the_delay() -> None:
     p = policy()
     low = {"prompt": 100.0, "gen": 10.0}

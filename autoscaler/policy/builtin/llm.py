@@ -40,12 +40,15 @@ once and a term adds replicas only when demand outgrows it:
 
 Scale-down is slow and fragmentation-aware: replicas are whole GPUs, so taking one of ``n`` away
 loads the remaining ``n - 1`` by ``n / (n - 1)`` (2 -> 1 doubles it). A step down happens only when
-the remaining replicas would run below ``(1 - scaleDownMargin)`` of the token and KV targets with
-no queue to speak of, when that has held for ``scaleDownDelaySeconds``, at most one replica per
-``scaleDownDelaySeconds``, never while replicas are starting, never while queue time is above
-half its bound (or, without queue time, TTFT less prefill above ``ttftHoldFraction`` of the
-budget) and never while the GPUs are busier than ``gpuBusyUtilization``. The last replica goes
-only with no load at all.
+the remaining replicas would run below ``(1 - scaleDownMargin)`` of the token and KV targets with no
+queue to speak of, when that has held for ``scaleDownDelaySeconds``, at most one step per
+``scaleDownStepSeconds`` (default: the delay), never while replicas are starting, never while queue
+time is above half its bound (or, without queue time, TTFT less prefill above ``ttftHoldFraction``
+of the budget) and never while the GPUs are busier than ``gpuBusyUtilization``. A step removes one
+replica, or with ``scaleDownMaxReplicas`` up to that many, as many as leave the rest below the
+targets less the margin (after a burst the fleet comes back to what the load needs in one step, as
+the KPA's does at the end of its stable window, instead of one delay per replica). The last replica
+goes only with no load at all.
 
 GPU utilisation is a guard only: with continuous batching a GPU reports near-100% "utilization"
 as soon as it runs any sequence, so it saturates long before the replica does and cannot say how
@@ -118,6 +121,7 @@ class LlmKnobs:
         "queue_window_seconds",
         "scale_down_delay_seconds",
         "scale_down_margin",
+        "scale_down_max_replicas",
         "scale_down_step_seconds",
         "settle_seconds",
         "slo_ttft_seconds",
@@ -157,6 +161,7 @@ class LlmKnobs:
         self.scale_down_step_seconds = (
             None if p.scale_down_step_seconds is None else float(p.scale_down_step_seconds)
         )
+        self.scale_down_max_replicas = int(p.scale_down_max_replicas)
         self.gpu_busy_utilization = (
             None if p.gpu_busy_utilization is None else float(p.gpu_busy_utilization)
         )
@@ -346,7 +351,8 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         step = p.scale_down_step_seconds if p.scale_down_step_seconds is not None else delay
         spaced = last_down is None or now - last_down >= step
         if held and spaced:
-            down = Proposal(current - 1, budget, "remaining replicas below target", inputs)
+            gone = self._removable(snap.ready, load, waiting, kv)
+            down = Proposal(current - gone, budget, "remaining replicas below target", inputs)
             return down, LlmState(since, now, last_starting)
         pending = Proposal(current, budget, "scale-down pending", inputs)
         return pending, LlmState(since, last_down, last_starting)
@@ -381,6 +387,14 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
             # The last replica goes only when there is no demand at all.
             idle = load <= 0.0 and waiting <= 0.0
             return "" if idle else "last replica has load"
+        return self._over_on(remaining, ready, load, waiting, kv)
+
+    def _over_on(
+        self, remaining: int, ready: int, load: float, waiting: float, kv: float | None
+    ) -> str:
+        """Which target ``remaining`` of the ``ready`` replicas would exceed, less the scale-down
+        margin ("" when none)."""
+        p = self._k
         keep = 1.0 - p.scale_down_margin
         if load / remaining > p.target_utilization * keep:
             return "tokens would exceed target on fewer replicas"
@@ -389,6 +403,17 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         if waiting > p.waiting_per_replica * remaining * keep:
             return "queue would exceed target on fewer replicas"
         return ""
+
+    def _removable(self, ready: int, load: float, waiting: float, kv: float | None) -> int:
+        """How many replicas one step removes: the most, up to ``scaleDownMaxReplicas``, that
+        leave at least one replica carrying the load below every target less the margin. One
+        always qualifies here (``_down_blocker`` checked it), including the last replica when
+        there is no load at all."""
+        gone = 1
+        most = min(self._k.scale_down_max_replicas, ready - 1)
+        while gone < most and not self._over_on(ready - gone - 1, ready, load, waiting, kv):
+            gone += 1
+        return gone
 
 
 def _largest(a: int, b: int, c: int, d: int, e: int, f: int) -> int:

@@ -259,6 +259,11 @@ class LlmParams(Params):
     scale_down_step_seconds: float | None = Field(
         None, ge=0, description="at most one step per this (default: the delay)"
     )
+    scale_down_max_replicas: int = Field(
+        1,
+        ge=1,
+        description="replicas one step may remove, as many as the rest carry below the targets",
+    )
     # Guard.
     gpu_busy_utilization: float | None = Field(
         0.95, gt=0, le=1, description="no scale-down while mean GPU utilisation is above"
