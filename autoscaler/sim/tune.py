@@ -9,15 +9,16 @@ The search (deterministic for a seed, whatever ``jobs`` is):
 
 1. **Grid** when every dimension is a choice list and the full grid fits in the budget: every
    point is evaluated, so the result is the exact optimum over the space.
-2. Otherwise a **coarse design**: the policy as written, then a seeded Latin hypercube over the
-   space for about half the budget.
+2. Otherwise a **coarse design**: the policy as written, then the first points of a seeded
+   (randomly shifted) Halton sequence over the space, for about half the budget. The sequence is
+   nested: a larger budget evaluates every design point a smaller one did, and more.
 3. **Local refinement** (pattern search) around the incumbent (``choose``: among the feasible
    points within ``tie_tolerance`` of the least GPU-hours, the one with the best attainment; while
    nothing is feasible, the best attainment): one step up and one down per
    dimension (choices: the neighbouring values; ranges: +-radius in the unit cube, at least one
    unit for integers; when the budget left cannot take a whole round, a seeded draw of its steps);
    the radius halves whenever a round finds nothing better. When the radius
-   falls below 1/64 with budget left, a fresh Latin hypercube of half the remainder is drawn and
+   falls below 1/64 with budget left, the next Halton points (half the remainder) are drawn and
    refinement starts again from the best point so far; the search stops when the budget is spent
    (or the space is exhausted).
 
@@ -499,12 +500,33 @@ class TuneResult:
         return self.space.render(self.best.point)
 
 
-def latin_hypercube(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` points in [0, 1)^d, one in each of the n strata of every coordinate."""
-    out = np.empty((n, d))
-    for j in range(d):
-        out[:, j] = (rng.permutation(n) + rng.random(n)) / n
+def _primes(n: int) -> list[int]:
+    out: list[int] = []
+    k = 2
+    while len(out) < n:
+        if all(k % p for p in out):
+            out.append(k)
+        k += 1
     return out
+
+
+def halton(start: int, n: int, shift: np.ndarray) -> np.ndarray:
+    """Points ``start`` to ``start + n - 1`` of the Halton sequence in [0, 1)^d (d = len(shift);
+    base: the j-th prime in coordinate j; the all-zero point 0 skipped), each coordinate shifted by
+    ``shift`` modulo 1 (a seeded Cranley-Patterson rotation). Nested: the first k points are
+    the same whatever is drawn after them, so a larger budget evaluates a superset of a smaller
+    one's design, and a restart continues the sequence where the design stopped."""
+    d = len(shift)
+    out = np.empty((n, d))
+    for j, base in enumerate(_primes(d)):
+        for i in range(n):
+            k, f, r = start + i + 1, 1.0, 0.0
+            while k > 0:
+                f /= base
+                r += f * (k % base)
+                k //= base
+            out[i, j] = r
+    return np.asarray((out + shift) % 1.0)
 
 
 def tune(
@@ -576,10 +598,12 @@ def tune(
             axes = [d.values for d in dims if d.values is not None]
             run([tuple(p) for p in _product(axes)], "grid")
         else:
-            strategy = "latin hypercube + pattern search"
+            strategy = "halton design + pattern search"
             run([space.original], "as written")
             coarse = max(1, min(budget // 2, budget - 1))
-            design = latin_hypercube(coarse, len(dims), rng)
+            shift = rng.random(len(dims))
+            drawn = coarse
+            design = halton(0, coarse, shift)
             run(
                 [tuple(d.decode(u) for d, u in zip(dims, row, strict=True)) for row in design],
                 "coarse",
@@ -592,7 +616,8 @@ def tune(
                     # again from whichever point is best by then.
                     left = budget - len(evaluations)
                     before = len(evaluations)
-                    design = latin_hypercube(max(1, left // 2), len(dims), rng)
+                    design = halton(drawn, max(1, left // 2), shift)
+                    drawn += len(design)
                     run(
                         [
                             tuple(d.decode(u) for d, u in zip(dims, row, strict=True))

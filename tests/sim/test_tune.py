@@ -28,6 +28,7 @@ from autoscaler.sim.tune import (
     default_space_file,
     frontier_json,
     frontier_markdown,
+    halton,
     load_space,
     split_windows,
     substitute,
@@ -168,7 +169,7 @@ def test_finds_the_least_static_replicas_meeting_the_slo(
     assert result.best.point == (expected,)
     assert result.best.attainment == attainment[expected]
     assert len(result.evaluations) <= budget
-    assert result.strategy == ("grid" if budget == 12 else "latin hypercube + pattern search")
+    assert result.strategy == ("grid" if budget == 12 else "halton design + pattern search")
     # the frontier: non-dominated points only, and every other point is dominated by one of them
     front = {e.index for e in result.frontier()}
     for e in result.evaluations:
@@ -662,3 +663,16 @@ def test_the_frontier_report_says_when_a_cheaper_point_lost_the_tie(tmp_path: Pa
     assert "feasible points within 1% of the least GPU-hours tie on cost" in text
     alone = TuneResult(space, evaluations[:1], evaluations[0], 0.99, 10.0, 0, 3, "grid")
     assert "cost tie and has less margin" not in frontier_markdown(alone, {"name": "t"})
+
+
+def test_the_design_is_nested_so_a_larger_budget_sees_a_superset() -> None:
+    shift = np.random.default_rng(0).random(3)
+    small, large = halton(0, 20, shift), halton(0, 40, shift)
+    assert np.array_equal(small, large[:20])
+    assert np.array_equal(halton(20, 20, shift), large[20:])  # a restart continues it
+    assert ((large >= 0) & (large < 1)).all()
+    # space-filling: every one of 8 strata of every coordinate holds 5 of the 40 points (+-1)
+    counts = np.stack([np.bincount((large[:, j] * 8).astype(int), minlength=8) for j in range(3)])
+    assert counts.min() >= 4 and counts.max() <= 6
+    # base 2 in the first coordinate, unshifted: 1/2, 1/4, 3/4, 1/8, ...
+    assert halton(0, 4, np.zeros(1))[:, 0].tolist() == [0.5, 0.25, 0.75, 0.125]
