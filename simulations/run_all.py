@@ -47,6 +47,7 @@ from autoscaler.sim.traces.longhorizon import (
 )
 from autoscaler.sim.tune import (
     TIE_TOLERANCE,
+    choose,
     default_space_file,
     load_space,
     parse_path,
@@ -58,6 +59,13 @@ from autoscaler.sim.tune import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+BASELINE_SEARCHES = 4
+"""Each autoscaler baseline is tuned by this many independent searches (seeds ``--seed`` to
+``--seed + 3``) and keeps the best on the training half; ours get one. The baselines' feasible
+settings can be narrow (KPA on the Azure code trace meets 0.99 only around a concurrency target
+of 2 with a 420-450 s stable window and a floor of 4; two of four seeds' searches of 80 find it),
+so one search could report a baseline worse than a competent SRE would set it. Four searches to
+our one errs in the baselines' favour."""
 RESULTS = ROOT / "simulations" / "results"
 README = ROOT / "simulations" / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -308,6 +316,7 @@ def _cache_key(
 ) -> str:
     """Everything a tuning result depends on but the code: policy, space, cluster, window."""
     h = hashlib.sha256()
+    searches = _searches(e, args)
     for part in (
         e.file.read_bytes(),
         e.space.read_bytes() if e.space else b"",
@@ -316,10 +325,16 @@ def _cache_key(
             [sc["trace"], train.requests, window, slo, target, budget, args.seed, TIE_TOLERANCE]
             # Only scenarios with a built trace add its recipe: the others' keys stay as they were.
             + ([sc["build"]] if "build" in sc else [])
+            + ([searches] if searches > 1 else [])
         ).encode(),
     ):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()
+
+
+def _searches(e: Entry, args: argparse.Namespace) -> int:
+    """Independent searches for ``e``: ``--baseline-searches`` for a baseline, one for ours."""
+    return max(1, int(getattr(args, "baseline_searches", 1))) if e.kind == "baseline" else 1
 
 
 def _tuned(
@@ -346,32 +361,55 @@ def _tuned(
         COUNTS["reused"] += 1
     else:
         started = perf_timer()
-        result = tune(
-            space,
-            train,
-            cluster,
-            slo_ttft_s=slo,
-            target=target,
-            budget=budget,
-            seed=args.seed,
-            jobs=args.jobs,
-        )
+        results = []
+        for k in range(_searches(e, args)):
+            results.append(
+                tune(
+                    space,
+                    train,
+                    cluster,
+                    slo_ttft_s=slo,
+                    target=target,
+                    budget=budget,
+                    seed=args.seed + k,
+                    jobs=args.jobs,
+                )
+            )
+            if results[0].strategy == "grid":
+                break  # a grid is the exact optimum: another seed would search the same points
+        # The best search by the tuner's own rule applied to the searches' choices.
+        winner = choose([r.best for r in results], target, TIE_TOLERANCE)
+        result = next(r for r in results if r.best is winner)
         info = {"name": train.name, "requests": train.requests, "window": "first half"}
+        if len(results) > 1:
+            info["searches"] = [
+                {
+                    "seed": r.seed,
+                    "gpu_hours": r.best.gpu_hours,
+                    "slo_attainment": r.best.attainment,
+                    "feasible": r.feasible,
+                }
+                for r in results
+            ]
         tuned_file = write_outputs(result, where, info)
         stamp.write_text(key + "\n")
         COUNTS["tuned"] += 1
         data = json.loads((where / "frontier.json").read_text())
         best = data["points"][data["best"]]
         m = best["metrics"]
+        runs = sum(len(r.evaluations) for r in results)
         print(
-            f"   tuned {e.file.stem}: {len(data['points'])} runs in "
-            f"{perf_timer() - started:.0f}s, train attainment {m['slo_attainment']:.4f} at "
+            f"   tuned {e.file.stem}: {runs} runs"
+            + (f" ({len(results)} searches, seed {result.seed} kept)" if len(results) > 1 else "")
+            + f" in {perf_timer() - started:.0f}s, train attainment {m['slo_attainment']:.4f} at "
             f"{m['gpu_hours']:.3f} GPU-h ({'meets' if data['feasible'] else 'misses'} target)",
             flush=True,
         )
+    searches = data["trace"].get("searches")
     return tuned_file, {
         "space": _rel(e.space),
         "evaluations": len(data["points"]),
+        **({"searches": searches} if searches else {}),
         "feasible_on_train": data["feasible"],
         "params": best["params"],
         "train": best["metrics"],
@@ -822,6 +860,13 @@ def main() -> int:
     ap.add_argument("--budget", type=int, default=80, help="simulations per tuned policy")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes for tuning")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--baseline-searches",
+        type=int,
+        default=BASELINE_SEARCHES,
+        help="independent searches (seeds K, K+1, ...) per autoscaler baseline, the best on "
+        "the training half kept; ours get one",
+    )
     ap.add_argument(
         "--retune",
         action="store_true",

@@ -248,3 +248,66 @@ def test_recipe_writes_the_builders_default_scale_out(run_all: ModuleType, tmp_p
     assert qps["rate_scale"] == ALIBABA_QPS_SCALE and sg["rate_scale"] == SERVEGEN_M_SMALL_SCALE
     assert (qps["start_hours"], qps["end_hours"], qps["token_profile"]) == (0, None, "mooncake")
     assert sg["seed"] == 7 and sg["archive_sha256"] == run_all._sha256(archive)
+
+
+def test_an_autoscaler_baseline_gets_several_searches_and_keeps_the_best(
+    run_all: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--baseline-searches``: a baseline is tuned with seeds K, K+1, ... and keeps the search
+    whose choice wins by the tuner's own rule; ours are searched once; a grid (static) once."""
+    archive = servegen_archive(tmp_path / "sg.tar.gz", windows=3, rate=0.01)
+    sc = {
+        **scenario(tmp_path, archive),
+        "sloTtftSeconds": 10,
+        "tickSeconds": 30,
+        "budget": 12,  # static-peak-longhorizon is a 12-point grid: searched whole, once
+        "baselines": [
+            "policies/baselines/hpa-queue.yaml",
+            {
+                "file": "policies/baselines/static-peak.yaml",
+                "space": "simulations/spaces/static-peak-longhorizon.yaml",
+            },
+        ],
+        "policies": ["policies/baselines/keda-queue.yaml"],
+    }
+    seeds: list[tuple[str, int]] = []
+    real_tune = run_all.tune
+
+    def tune(space: Any, trace: Any, spec: Any, **kw: Any) -> Any:
+        seeds.append((Path(space.policy_file).stem, kw["seed"]))
+        return real_tune(space, trace, spec, **kw)
+
+    monkeypatch.setattr(run_all, "tune", tune)
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path / "results")
+    monkeypatch.chdir(ROOT)
+    args = argparse.Namespace(seed=5, jobs=1, budget=40, retune=False, baseline_searches=3)
+    data = run_all.run_scenario(sc, args)
+    hpa = [("hpa-queue", 5), ("hpa-queue", 6), ("hpa-queue", 7)]
+    assert seeds == [*hpa, ("static-peak", 5), ("keda-queue", 5)]
+    rows = {r["policy"].removeprefix("baseline-"): r for r in data["policies"]}
+    searches = rows["hpa-queue"]["tuning"]["searches"]
+    assert [s["seed"] for s in searches] == [5, 6, 7]
+    kept = json.loads(
+        (tmp_path / "results" / "lh" / "tune" / "hpa-queue" / "frontier.json").read_text()
+    )
+    best = kept["points"][kept["best"]]["metrics"]
+    assert kept["seed"] in (5, 6, 7)
+    won = next(s for s in searches if s["seed"] == kept["seed"])
+    assert (won["gpu_hours"], won["slo_attainment"]) == (best["gpu_hours"], best["slo_attainment"])
+    for s in searches:  # no other search's choice beats the kept one by the tuner's rule
+        if s["feasible"] and not won["feasible"]:
+            raise AssertionError(f"a feasible search lost to an infeasible one: {searches}")
+        if s["feasible"] and won["feasible"]:
+            assert won["gpu_hours"] <= s["gpu_hours"] * 1.01
+    assert "searches" not in rows["keda-queue"]["tuning"]  # ours: one search
+    # the number of searches is part of a baseline's cache key, not of ours
+    one = argparse.Namespace(**{**vars(args), "baseline_searches": 1})
+    entries = {e.file.stem: e for e in run_all._entries(sc)}
+    train = load_trace(Path(sc["trace"]), "auto")
+    cluster = load_cluster(ROOT / "simulations" / "clusters" / "llm-8b-h100.yaml").spec
+
+    def key(stem: str, a: argparse.Namespace) -> str:
+        return str(run_all._cache_key(entries[stem], sc, cluster, train, (0, 1), 10, 0.99, 12, a))
+
+    assert key("hpa-queue", args) != key("hpa-queue", one)
+    assert key("keda-queue", args) == key("keda-queue", one)
