@@ -323,7 +323,7 @@ def _cache_key(
         cluster.model_dump_json().encode(),
         json.dumps(
             [sc["trace"], train.requests, window, slo, target, budget, args.seed, TIE_TOLERANCE]
-            # Only scenarios with a built trace add its recipe: the others' keys stay as they were.
+            # A built trace adds its recipe, a baseline searched several times their number.
             + ([sc["build"]] if "build" in sc else [])
             + ([searches] if searches > 1 else [])
         ).encode(),
