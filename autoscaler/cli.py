@@ -195,6 +195,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         progress=bar,
         **({} if args.tie_tolerance is None else {"tie_tolerance": args.tie_tolerance}),
+        **({} if args.stretch is None else {"stretch_s": args.stretch}),
     )
     bar.done()
     window = f"[{args.start if args.start is not None else 'start'}, "
@@ -205,8 +206,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     values = ", ".join(f"{k} = {v}" for k, v in space.assignment(best.point).items())
     status = "meets" if result.feasible else "MISSES"
     print(
-        f"{tuned}: {values}; {best.gpu_hours:.3f} GPU-h, attainment {best.attainment:.4f} "
-        f"({status} {args.target:g}); {len(result.evaluations)} evaluations"
+        f"{tuned}: {values}; {best.gpu_hours:.3f} GPU-h, attainment {best.attainment:.4f}"
+        + (f", hourly {hourly:.4f}" if (hourly := best.metrics.get("hourly_attainment")) is not None else "")
+        + f" ({status} {args.target:g}); {len(result.evaluations)} evaluations"
     )
     return 0 if result.feasible else 3
 
@@ -411,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
         "tune",
         help="search a policy's parameters for the least GPU-hours meeting the SLO",
         description="Search the parameters named in a space file (docs/tuning.md) for the "
-        "least GPU-hours with TTFT SLO attainment >= --target on the trace window; write "
+        "least GPU-hours with TTFT SLO attainment >= --target on the trace window, over its "
+        "requests and in its hourly mean (--stretch); write "
         "<stem>.tuned.yaml, frontier.md and frontier.json into --out. Exit 3 when no evaluated "
         "point meets the target (the best one found is still written).",
     )
@@ -432,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="feasible points within this fraction of the least GPU-hours tie on cost; the one "
         "with the best attainment among them is chosen (default 0.01; 0: strictly the cheapest)",
+    )
+    p.add_argument(
+        "--stretch",
+        type=float,
+        help="seconds per stretch of the hourly attainment, the mean of each stretch's "
+        "attainment after the first, also held to --target (default 3600; 0: off)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the search and the simulations")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (results do not change)")

@@ -46,6 +46,7 @@ from autoscaler.sim.traces.longhorizon import (
     build_servegen,
 )
 from autoscaler.sim.tune import (
+    STRETCH_S,
     TIE_TOLERANCE,
     choose,
     default_space_file,
@@ -323,6 +324,7 @@ def _cache_key(
         cluster.model_dump_json().encode(),
         json.dumps(
             [sc["trace"], train.requests, window, slo, target, budget, args.seed, TIE_TOLERANCE]
+            + [STRETCH_S]
             # A built trace adds its recipe, a baseline searched several times their number.
             + ([sc["build"]] if "build" in sc else [])
             + ([searches] if searches > 1 else [])
@@ -387,6 +389,7 @@ def _tuned(
                     "seed": r.seed,
                     "gpu_hours": r.best.gpu_hours,
                     "slo_attainment": r.best.attainment,
+                    "hourly_attainment": r.best.metrics.get("hourly_attainment"),
                     "feasible": r.feasible,
                 }
                 for r in results
@@ -401,8 +404,9 @@ def _tuned(
         print(
             f"   tuned {e.file.stem}: {runs} runs"
             + (f" ({len(results)} searches, seed {result.seed} kept)" if len(results) > 1 else "")
-            + f" in {perf_timer() - started:.0f}s, train attainment {m['slo_attainment']:.4f} at "
-            f"{m['gpu_hours']:.3f} GPU-h ({'meets' if data['feasible'] else 'misses'} target)",
+            + f" in {perf_timer() - started:.0f}s, train attainment {m['slo_attainment']:.4f}"
+            + (f" (hourly {m['hourly_attainment']:.4f})" if "hourly_attainment" in m else "")
+            + f" at {m['gpu_hours']:.3f} GPU-h ({'meets' if data['feasible'] else 'misses'} target)",
             flush=True,
         )
     searches = data["trace"].get("searches")

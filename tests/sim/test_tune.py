@@ -657,8 +657,8 @@ def test_the_frontier_report_says_when_a_cheaper_point_lost_the_tie(tmp_path: Pa
     assert best.index == 1
     assert "- chosen: point 1," in text
     assert (
-        "the cheapest feasible point, 0 at 200.000 GPU-h (attainment 0.9905), is within the 1% "
-        "cost tie and has less margin" in text
+        "the cheapest feasible point, 0 at 200.000 GPU-h (attainment 0.9905, hourly -), is within "
+        "the 1% cost tie and has less margin" in text
     )
     assert "feasible points within 1% of the least GPU-hours tie on cost" in text
     alone = TuneResult(space, evaluations[:1], evaluations[0], 0.99, 10.0, 0, 3, "grid")
