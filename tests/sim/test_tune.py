@@ -29,6 +29,7 @@ from autoscaler.sim.tune import (
     frontier_json,
     frontier_markdown,
     halton,
+    hourly_attainment,
     load_space,
     split_windows,
     substitute,
@@ -354,6 +355,14 @@ def test_cli_tune_writes_a_tuned_policy_that_validates(
     first = (out / "frontier.json").read_bytes()
     assert main(argv) == 0
     assert (out / "frontier.json").read_bytes() == first  # byte-identical for a seed
+    # A 600 s trace has no second hour: no hourly attainment unless the stretch is shorter.
+    assert data["stretch_s"] == 3600.0
+    assert all("hourly_attainment" not in p["metrics"] for p in data["points"])
+    assert main([*argv, "--stretch", "100"]) == 0
+    data = json.loads((out / "frontier.json").read_text())
+    assert data["stretch_s"] == 100.0
+    assert all(0.0 <= p["metrics"]["hourly_attainment"] <= 1.0 for p in data["points"])
+    assert "hourly " in capsys.readouterr().out
 
 
 def test_train_and_test_windows_do_not_overlap(tmp_path: Path) -> None:
@@ -676,3 +685,72 @@ def test_the_design_is_nested_so_a_larger_budget_sees_a_superset() -> None:
     assert counts.min() >= 4 and counts.max() <= 6
     # base 2 in the first coordinate, unshifted: 1/2, 1/4, 3/4, 1/8, ...
     assert halton(0, 4, np.zeros(1))[:, 0].tolist() == [0.5, 0.25, 0.75, 0.125]
+
+
+def test_hourly_attainment_weighs_every_hour_the_same_and_leaves_out_the_first() -> None:
+    """Hour 0 (the fleet's start) is left out, an hour under 100 requests too; a drop misses."""
+    slo = 1.0
+    arrivals, ttft = [], []
+    for hour, n, misses in ((0, 300, 300), (1, 900, 0), (2, 100, 10), (3, 50, 50)):
+        arrivals += [hour * 3600.0 + i * 3600.0 / n for i in range(n)]
+        ttft += [2.0] * misses + [0.5] * (n - misses)
+    arrival, t = np.array(arrivals), np.array(ttft)
+    t[350] = np.nan  # a dropped request in hour 1
+    got = hourly_attainment(arrival, t, slo)
+    assert got == pytest.approx((899 / 900 + 0.9) / 2)
+    # Request-weighted, the busy hour outvotes the quiet one: (899 + 90) / 1000.
+    counted = (arrival >= 3600.0) & (arrival < 3 * 3600.0)
+    assert float(np.mean(t[counted] <= slo)) == pytest.approx(0.989)
+    assert hourly_attainment(arrival, t, slo, min_requests=10) == pytest.approx(
+        (899 / 900 + 0.9 + 0.0) / 3
+    )
+    assert hourly_attainment(arrival[arrival < 3600.0], t[arrival < 3600.0], slo) is None
+    assert hourly_attainment(arrival, t, slo, stretch_s=0.0) is None
+    assert hourly_attainment(np.array([]), np.array([]), slo) is None
+
+
+def test_a_point_that_fails_its_quiet_hours_is_not_feasible() -> None:
+    busy_only = Evaluation(
+        0, (1,), "coarse", {"gpu_hours": 10.0, "slo_attainment": 0.995, "hourly_attainment": 0.97}
+    )
+    every_hour = Evaluation(
+        1, (2,), "coarse", {"gpu_hours": 12.0, "slo_attainment": 0.993, "hourly_attainment": 0.992}
+    )
+    no_hours = Evaluation(2, (3,), "coarse", {"gpu_hours": 14.0, "slo_attainment": 0.999})
+    assert not busy_only.feasible(0.99) and busy_only.score == 0.97
+    assert every_hour.feasible(0.99) and every_hour.score == 0.992
+    assert no_hours.feasible(0.99) and no_hours.score == 0.999  # too short for hours
+    assert choose([busy_only, every_hour, no_hours], 0.99) is every_hour
+    # Nothing feasible: the best score, not the best request-weighted attainment.
+    assert choose([busy_only, every_hour], 0.995) is every_hour
+
+
+def test_tuning_holds_the_hourly_attainment_to_the_target(
+    tmp_path: Path, trace: Trace, cluster: ClusterSpec
+) -> None:
+    """Every point's hourly attainment is the one its simulation gives, and the choice is the
+    least replicas whose lower of the two attainments meets the target (100 s stretches)."""
+    policy = write(tmp_path, "static.yaml", STATIC)
+    space = load_space(
+        write(
+            tmp_path,
+            "s.yaml",
+            "space:\n  - path: spec.targets[0].policy.params.replicas\n"
+            "    values: [1, 2, 3, 4, 5, 6, 7, 8]\n",
+        ),
+        policy,
+    )
+    result = tune(space, trace, cluster, slo_ttft_s=SLO, target=TARGET, budget=8, stretch_s=100.0)
+    score = {}
+    for e in result.evaluations:
+        (n,) = e.point
+        doc = load_policy_text(STATIC.replace("replicas: 1}", f"replicas: {n}}}"))
+        r = simulate(trace, doc, cluster, seed=0, slo_ttft_s=SLO)
+        hourly = hourly_attainment(trace.arrival_s, r.ttft, SLO, 100.0)
+        assert hourly is not None
+        assert e.metrics["hourly_attainment"] == pytest.approx(hourly)
+        score[n] = min(r.metrics["slo_attainment"], hourly)
+    assert result.best.point == (min(n for n, v in score.items() if v >= TARGET),)
+    data = frontier_json(result, {"name": trace.name})
+    assert data["stretch_s"] == 100.0
+    assert "hourly" in frontier_markdown(result, {"name": trace.name})
