@@ -205,9 +205,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     best = result.best
     values = ", ".join(f"{k} = {v}" for k, v in space.assignment(best.point).items())
     status = "meets" if result.feasible else "MISSES"
+    hourly = best.metrics.get("hourly_attainment")
     print(
         f"{tuned}: {values}; {best.gpu_hours:.3f} GPU-h, attainment {best.attainment:.4f}"
-        + (f", hourly {hourly:.4f}" if (hourly := best.metrics.get("hourly_attainment")) is not None else "")
+        + ("" if hourly is None else f", hourly {hourly:.4f}")
         + f" ({status} {args.target:g}); {len(result.evaluations)} evaluations"
     )
     return 0 if result.feasible else 3

@@ -754,3 +754,34 @@ def test_tuning_holds_the_hourly_attainment_to_the_target(
     data = frontier_json(result, {"name": trace.name})
     assert data["stretch_s"] == 100.0
     assert "hourly" in frontier_markdown(result, {"name": trace.name})
+
+
+def test_an_only_run_keeps_the_other_scenarios_in_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_all --only A`` rewrites the README's table with A's new rows and every other
+    scenario's committed ones (it used to drop them)."""
+    import argparse
+
+    run_all = _run_all()
+    results = tmp_path / "results"
+    for name in ("azure-code", "azure-conv"):
+        (results / name).mkdir(parents=True)
+        committed = ROOT / "simulations" / "results" / name / "results.json"
+        (results / name / "results.json").write_text(committed.read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{run_all.BEGIN}\nold table\n{run_all.END}\nafter\n")
+    monkeypatch.setattr(run_all, "RESULTS", results)
+    monkeypatch.setattr(run_all, "README", readme)
+    scenarios = [{"name": "azure-code"}, {"name": "azure-conv"}, {"name": "never-run"}]
+    fresh = json.loads((results / "azure-code" / "results.json").read_text())
+    all_data, kept = run_all.with_committed(scenarios, {"azure-code": fresh}, ["azure-code"])
+    assert [d["scenario"] for d in all_data] == ["azure-code", "azure-conv"]
+    assert kept == ["azure-conv"]
+    args = argparse.Namespace(only=["azure-code"], budget=80, jobs=2, seed=0)
+    run_all._write_summary(all_data, 60.0, args, kept)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
+    assert "| azure-code | llm-chat |" in text and "| azure-conv | llm-chat |" in text
+    assert "azure-conv as in their committed results/<name>/results.json" in text
+    assert (results / "summary.md").read_text() in text
