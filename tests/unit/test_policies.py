@@ -125,6 +125,22 @@ def test_tokens_demand_counters_plus_throttled() -> None:
     assert prop.reason == "token demand per replica"
 
 
+def test_tokens_burst_reserve_grows_as_the_square_root_of_the_load() -> None:
+    """Square-root staffing: relatively more spare on a quiet fleet than on a busy one."""
+    series = _token_series()
+    quiet = build("tokens", {"tokensPerReplica": 100, "burstReserve": 1.0})
+    # 180 tok/s: 180 / 80 = 2.25, plus 1.0 x sqrt(1.8) = 1.34 -> 3.59 -> 4 (3 without it)
+    assert decide(quiet, snap(60, 2, **series))[0].replicas == 4
+    busy = build("tokens", {"tokensPerReplica": 10, "burstReserve": 1.0})
+    # 180 tok/s on 10 tok/s replicas: 18 / 0.8 = 22.5, plus sqrt(18) = 4.24 -> 26.7 -> 27
+    assert decide(busy, snap(60, 2, **series))[0].replicas == 27
+    assert (
+        decide(build("tokens", {"tokensPerReplica": 10}), snap(60, 2, **series))[0].replicas == 23
+    )
+    idle = {k: [(t, 0.0) for t, _ in v] for k, v in series.items()}
+    assert decide(quiet, snap(60, 2, **idle))[0].replicas == 0  # no load, no reserve
+
+
 def test_tokens_without_throttled_and_with_headroom() -> None:
     p = build("tokens", {"tokensPerReplica": 100, "includeThrottled": False, "limitHeadroom": 1.5})
     prop, _ = decide(p, snap(60, 4, ready=3, **_token_series()))

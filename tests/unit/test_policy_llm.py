@@ -92,6 +92,21 @@ def test_token_demand_against_the_capacity_model() -> None:
     assert prop.inputs["generation_tokens_per_second"] == pytest.approx(50)
 
 
+def test_burst_reserve_adds_spare_as_the_square_root_of_the_load() -> None:
+    """``burstReserve``: load / targetUtilization + reserve x sqrt(load). One replica of load at
+    0.5: 2 + 1.5 x 1 = 3.5 -> 4; nine replicas of load: 18 + 1.5 x 3 = 22.5 -> 23. The reserve
+    doubles the quiet fleet and adds 28% to the busy one; the target alone keeps the same share
+    spare at both loads."""
+    assert decide(policy(burstReserve=1.5), snap(1000, 1))[0].replicas == 4
+    busy = snap(1000, 10, prompt=4500.0, gen=450.0)
+    assert decide(policy(), busy)[0].replicas == 18
+    assert decide(policy(burstReserve=1.5), busy)[0].replicas == 23
+    # Scale-down keeps the reserve: 4 replicas carry 1.0 of load with a reserve of 1.5 only
+    # above (2 + 1.5) / 0.85 = 4.1 replicas, so none goes; without it 3 of 4 would be enough.
+    assert _after_delay(policy(burstReserve=1.5), snap(1000, 4)).reason.startswith("tokens")
+    assert _after_delay(policy(), snap(1000, 4)).replicas == 3
+
+
 def test_throttled_tokens_count_as_demand_at_the_observed_mix() -> None:
     # Mix 500:50 -> one replica serves 1 / (10/11/1000 + 1/11/100) = 550 tokens/s; 275 refused
     # tokens/s are another 0.5 replica: (1.0 + 0.5) / 0.5 = 3.

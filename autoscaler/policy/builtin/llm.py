@@ -24,7 +24,12 @@ once and a term adds replicas only when demand outgrows it:
   replica's GPU time the demand needs under its capacity model. ``phases: shared`` adds the
   prefill and decode shares (one GPU time-shares them); ``separate`` takes the larger (decode is
   memory-bound and overlaps compute-bound prefill in a continuous batch, and the simulator's
-  cluster model runs them as separate resources).
+  cluster model runs them as separate resources). ``burstReserve`` (default 0) adds
+  ``burstReserve * sqrt(load)`` spare replicas (``load`` in replicas, as the term's numerator):
+  square-root staffing, spare capacity for the swing of random arrivals over a cold start, which
+  grows as the square root of the load. A fixed utilization target keeps the same share spare at
+  any load, too little on a quiet fleet (one replica at 0.7 meets a burst of two with nothing)
+  and more than needed on a busy one. Scale-down judges the tokens target with the same reserve.
 - **latency floor**: judged on what replicas can shorten, the wait before prefill, against the
   SLO's budget after the request's own prefill: ``budget = sloTtftSeconds - prefill`` with
   ``prefill = prompt tokens/s / rps / prefillTokensPerSecond`` (the mean request's own prefill
@@ -104,6 +109,7 @@ class LlmKnobs:
     __slots__ = (
         "budget_tokens_per_replica",
         "budget_utilization",
+        "burst_reserve",
         "decode_tokens_per_second",
         "gpu_busy_utilization",
         "gpu_window_seconds",
@@ -141,6 +147,7 @@ class LlmKnobs:
         self.prefill_tokens_per_second = float(p.prefill_tokens_per_second)
         self.decode_tokens_per_second = float(p.decode_tokens_per_second)
         self.target_utilization = float(p.target_utilization)
+        self.burst_reserve = float(p.burst_reserve)
         self.token_window_seconds = float(p.token_window_seconds)
         self.waiting_per_replica = float(p.waiting_per_replica)
         self.queue_window_seconds = float(p.queue_window_seconds)
@@ -280,7 +287,7 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
             if queued >= p.ttft_min_waiting:
                 wait = ttft - prefill_s
 
-        n_tokens = _ceil(load / p.target_utilization)
+        n_tokens = _ceil(_reserved(p, load) / p.target_utilization)
         # A queue keeps growing while new replicas start; the replicas it already asked for will
         # drain it, so it may grow the fleet by at most queueMaxGrowth x ready per cold start.
         n_queue = min(
@@ -396,7 +403,7 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         margin ("" when none)."""
         p = self._k
         keep = 1.0 - p.scale_down_margin
-        if load / remaining > p.target_utilization * keep:
+        if _reserved(p, load) / remaining > p.target_utilization * keep:
             return "tokens would exceed target on fewer replicas"
         if kv is not None and kv * ready / remaining > p.kv_target * keep:
             return "KV cache would exceed target on fewer replicas"
@@ -414,6 +421,15 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
         while gone < most and not self._over_on(ready - gone - 1, ready, load, waiting, kv):
             gone += 1
         return gone
+
+
+def _reserved(p: LlmKnobs, load: float) -> float:
+    """The load plus its burst reserve, in units the utilization target divides:
+    ``load + burstReserve * targetUtilization * sqrt(load)``, so that over the target it asks
+    for ``load / targetUtilization + burstReserve * sqrt(load)`` replicas."""
+    if p.burst_reserve <= 0.0 or load <= 0.0:
+        return load
+    return load + p.burst_reserve * p.target_utilization * math.sqrt(load)
 
 
 def _largest(a: int, b: int, c: int, d: int, e: int, f: int) -> int:

@@ -40,6 +40,9 @@ class TokensParams(Params):
     gauge: str | None = Field(None, description="a tokens/s gauge to use instead of counters")
     tokens_per_replica: float = Field(gt=0, description="tokens/s one replica serves within SLO")
     target_utilization: float = Field(0.8, gt=0, le=1)
+    burst_reserve: float = Field(
+        0.0, ge=0, le=10, description="spare replicas per square root of the load in replicas"
+    )
     window_seconds: float = Field(60.0, gt=0)
     include_throttled: bool = True
     limit_headroom: float = Field(1.0, gt=0)
@@ -208,6 +211,9 @@ class LlmParams(Params):
     prefill_tokens_per_second: float = Field(gt=0, description="prompt tokens/s one replica")
     decode_tokens_per_second: float = Field(gt=0, description="generation tokens/s one replica")
     target_utilization: float = Field(0.7, gt=0, le=1, description="of the capacity model")
+    burst_reserve: float = Field(
+        0.0, ge=0, le=10, description="spare replicas per square root of the load in replicas"
+    )
     phases: Literal["shared", "separate"] = Field(
         "shared", description="prefill and decode share the GPU (sum) or run apart (max)"
     )

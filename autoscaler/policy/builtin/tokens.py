@@ -2,7 +2,11 @@
 
 Demand is the rate of the prompt and generation token counters (or a tokens/s gauge), plus the
 tokens the agent refused (throttled demand is demand we did not serve, so sustained throttling
-scales up). desired = ceil(demand / (tokensPerReplica * targetUtilization)).
+scales up). desired = ceil(demand / (tokensPerReplica * targetUtilization) + burstReserve *
+sqrt(demand / tokensPerReplica)): with ``burstReserve`` (default 0) the spare capacity grows as
+the square root of the load, as square-root staffing sizes it for random arrivals (the swing of
+a Poisson load over a cold start is about the square root of its mean): a quiet fleet keeps
+relatively more spare than a busy one, where a fixed utilization target keeps the same share.
 
 The limit is what the ready replicas can serve: ready * tokensPerReplica * limitHeadroom, so
 admitted load stays within capacity while new replicas start, and rises as they become ready.
@@ -54,6 +58,7 @@ class TokensPolicy(Policy[TokensParams, TokensState]):
         self._tokens_per_replica = params.tokens_per_replica
         self._headroom = params.limit_headroom
         self._per_replica = params.tokens_per_replica * params.target_utilization
+        self._reserve = params.burst_reserve
         self._gauge = params.gauge
         self._counters = params.counters
         self._window = params.window_seconds
@@ -102,6 +107,9 @@ class TokensPolicy(Policy[TokensParams, TokensState]):
             return Proposal(None, limit, "no token rate yet", EMPTY), state
         if self._throttled:
             demand += snap.mean(signals.THROTTLED_TOKENS_PER_SECOND, window) or 0.0
-        desired = math.ceil(demand / self._per_replica - 1e-9)
+        need = demand / self._per_replica
+        if self._reserve > 0.0 and demand > 0.0:
+            need += self._reserve * math.sqrt(demand / self._tokens_per_replica)
+        desired = math.ceil(need - 1e-9)
         inputs = {"tokens_per_second": demand}
         return Proposal(desired, limit, "token demand per replica", inputs), state
