@@ -350,11 +350,13 @@ def _tuned(
     target: float,
     budget: int,
     args: argparse.Namespace,
+    tag: str = "",
 ) -> tuple[Path, dict[str, Any]]:
-    """Tune ``e`` on the training half, or reuse the result of an identical earlier run."""
+    """Tune ``e`` on the training half (into ``tune/<stem><tag>``), or reuse the result of an
+    identical earlier run."""
     assert e.space is not None
     space = load_space(_rel(e.space), _rel(e.file))  # relative: reports do not name this checkout
-    where = out / "tune" / e.file.stem
+    where = out / "tune" / f"{e.file.stem}{tag}"
     tuned_file = where / f"{e.file.stem}.tuned.yaml"
     stamp = where / "inputs.sha256"
     if not args.retune and stamp.is_file() and stamp.read_text().strip() == key:
@@ -448,7 +450,10 @@ def run_scenario(sc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     )
     rows: list[dict[str, Any]] = []
     results = []
-    for e in _entries(sc):
+
+    def evaluate(e: Entry, aim: float, tag: str = "") -> None:
+        """Tune ``e`` for attainment ``aim`` on the training half (its results under
+        ``tune/<stem><tag>``), replay it on the test half, add its row."""
         row: dict[str, Any] = {"file": _rel(e.file), "kind": e.kind, "policy": e.file.stem}
         rows.append(row)
         deployed = with_scenario_slo(e.file, slo, out / "policies")
@@ -461,16 +466,18 @@ def run_scenario(sc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         except PolicyConfigError as err:  # a policy being edited, say: report it, go on
             row["error"] = "; ".join(str(p) for p in err.problems)
             print(f"   {e.file.stem}: INVALID, not evaluated: {row['error']}", flush=True)
-            continue
+            return
         over = _over_fleet(doc, fleet)
         if over:
             row["error"] = over
             print(f"   {e.file.stem}: not evaluated: {over}", flush=True)
-            continue
+            return
         if do_tune and e.space is not None:
-            key = _cache_key(e, sc, cluster, train, (t0, mid), slo, target, budget, args)
+            key = _cache_key(e, sc, cluster, train, (t0, mid), slo, aim, budget, args)
             try:
-                tuned_file, tuning = _tuned(e, key, out, train, cluster, slo, target, budget, args)
+                tuned_file, tuning = _tuned(
+                    e, key, out, train, cluster, slo, aim, budget, args, tag
+                )
             except PolicyConfigError as err:  # the space does not fit the policy: as written
                 row["space_error"] = "; ".join(str(p) for p in err.problems)
                 print(
@@ -479,15 +486,29 @@ def run_scenario(sc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
                 )
             else:
                 doc = load_policy(tuned_file)
-        row.update(tuned_file=_rel(tuned_file), tuning=tuning, policy=doc.metadata.name)
+        name = doc.metadata.name + (f" @{aim:.4f}" if tag else "")
+        row.update(tuned_file=_rel(tuned_file), tuning=tuning, policy=name)
+        if tag:
+            row["matched_target"] = aim
         r = simulate(
             full, doc, cluster, seed=args.seed, slo_ttft_s=slo, timer=perf_timer, measure_from=mid
         )
         r.compact()
+        r.policy = name
         results.append(r)
         for k in ("wall_seconds", "sim_requests_per_s"):
             r.metrics.pop(k, None)  # keep results.json byte-stable for a seed
         row["test"] = r.metrics
+
+    entries = _entries(sc)
+    for e in entries:
+        evaluate(e, target)
+    matched = matched_target(rows, target) if do_tune else None
+    if matched is not None:
+        print(f"   ours again at the best autoscaler's training score, {matched:.4f}", flush=True)
+        for e in entries:
+            if e.kind == "ours" and e.space is not None:
+                evaluate(e, matched, MATCHED_TAG)
     _ratios(rows)
     verdict = _verdict(rows, target)
     verdict["static"] = _static_line(rows, target, load)
@@ -620,6 +641,30 @@ def _gpu(r: dict[str, Any]) -> float:
 
 def _is_static(r: dict[str, Any]) -> bool:
     return r["kind"] == "baseline" and "static" in Path(r["file"]).stem
+
+
+MATCHED_TAG = "-matched"
+
+
+def matched_target(rows: list[dict[str, Any]], target: float) -> float | None:
+    """The best training-half score (the tuner's: the lower of attainment and hourly
+    attainment) of the autoscaler baselines whose tuning met ``target`` there; None when none
+    beats ``target``. Each of ours is tuned again to reach it, so that our cost is also compared
+    at the attainment the best baseline holds, not only at the scenario's target: the issue's
+    bar asks for the best baseline's attainment, and a policy tuned to the least cost meeting
+    0.99 lands just above 0.99 while a baseline's coarser steps land higher. Only training
+    figures are read, so the test half stays unseen."""
+    best = None
+    for r in rows:
+        t = r.get("tuning")
+        if r["kind"] != "baseline" or _is_static(r) or t is None or not t["feasible_on_train"]:
+            continue
+        m = t["train"]
+        score = float(m["slo_attainment"])
+        if m.get("hourly_attainment") is not None:
+            score = min(score, float(m["hourly_attainment"]))
+        best = score if best is None else max(best, score)
+    return best if best is not None and best > target else None
 
 
 def _missed_on_train(r: dict[str, Any]) -> bool:
