@@ -28,8 +28,9 @@ once and a term adds replicas only when demand outgrows it:
   ``burstReserve * sqrt(load)`` spare replicas (``load`` in replicas, as the term's numerator):
   square-root staffing, spare capacity for the swing of random arrivals over a cold start, which
   grows as the square root of the load. A fixed utilization target keeps the same share spare at
-  any load, too little on a quiet fleet (one replica at 0.7 meets a burst of two with nothing)
-  and more than needed on a busy one. Scale-down judges the tokens target with the same reserve.
+  any load: too little on a quiet fleet (one replica at 70% has no room for a burst that
+  doubles its load) and more than needed on a busy one. Scale-down judges the tokens target
+  with the same reserve.
 - **latency floor**: judged on what replicas can shorten, the wait before prefill, against the
   SLO's budget after the request's own prefill: ``budget = sloTtftSeconds - prefill`` with
   ``prefill = prompt tokens/s / rps / prefillTokensPerSecond`` (the mean request's own prefill
