@@ -57,6 +57,7 @@ from autoscaler.sim.tune import (
     split_windows,
     substitute,
     tune,
+    tuning_score,
     write_outputs,
 )
 
@@ -659,10 +660,7 @@ def matched_target(rows: list[dict[str, Any]], target: float) -> float | None:
         t = r.get("tuning")
         if r["kind"] != "baseline" or _is_static(r) or t is None or not t["feasible_on_train"]:
             continue
-        m = t["train"]
-        score = float(m["slo_attainment"])
-        if m.get("hourly_attainment") is not None:
-            score = min(score, float(m["hourly_attainment"]))
+        score = tuning_score(t["train"])
         best = score if best is None else max(best, score)
     return best if best is not None and best > target else None
 

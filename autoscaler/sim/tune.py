@@ -420,6 +420,14 @@ def default_space_file(policy_file: str | Path) -> Path:
 # ---------------------------------------------------------------------------- evaluation
 
 
+def tuning_score(metrics: dict[str, Any]) -> float:
+    """What the tuner holds to the target: the lower of a run's attainment and its hourly
+    attainment (``hourly_attainment``; the attainment alone when there is none)."""
+    attainment = float(metrics.get("slo_attainment", -math.inf))
+    hourly = metrics.get("hourly_attainment")
+    return attainment if hourly is None else min(attainment, float(hourly))
+
+
 @dataclass(frozen=True, slots=True)
 class Evaluation:
     """One evaluated point: its values, its metrics (or the error that made it invalid)."""
@@ -440,10 +448,7 @@ class Evaluation:
 
     @property
     def score(self) -> float:
-        """What the tuner holds to the target: the lower of the attainment and the hourly
-        attainment (``hourly_attainment``; the attainment alone when there is none)."""
-        hourly = self.metrics.get("hourly_attainment")
-        return self.attainment if hourly is None else min(self.attainment, float(hourly))
+        return tuning_score(self.metrics)
 
     def feasible(self, target: float) -> bool:
         return self.error is None and self.score >= target - 1e-12
