@@ -104,6 +104,18 @@ def test_forecast_raises_the_floor_ahead_of_a_seasonal_ramp() -> None:
     assert d.state.floors == (3, 3, 13)
 
 
+def test_the_burst_reserve_adds_square_root_spare_to_the_floor() -> None:
+    # The same ramp with burstReserve 1: floor = ceil(f / 4 + 1 x sqrt(f / 5)).
+    d = Driver(policy(burstReserve=1))
+    d.run(BUCKET * 65, ramp)
+    assert d.state is not None
+    # f = 10 -> 2.5 + sqrt(2) = 3.91 -> 4; f = 50 -> 12.5 + sqrt(10) = 15.66 -> 16.
+    assert d.state.floors == (4, 4, 16)
+    # Relative to the load, the quiet level gets more spare (4 vs 3, +33%) than the busy one
+    # (16 vs 13, +23%): square-root staffing.
+    assert d.run(BUCKET * 65 + TICK, ramp).replicas == 16
+
+
 def test_reactive_only_while_far_from_the_ramp() -> None:
     d = Driver(policy())
     prop = d.run(BUCKET * 62 + TICK, ramp)  # in bucket 62: the horizon ends in bucket 64
@@ -212,6 +224,8 @@ def test_a_gap_longer_than_a_season_restarts_the_forecasters() -> None:
         ({"inner": {"name": "predictive"}}, "cannot wrap another predictive"),
         ({"inner": {"name": "nope"}}, "unknown policy 'nope'"),
         ({"capacityPerReplica": 0}, "greater than 0"),
+        ({"burstReserve": -1}, "greater than or equal to 0"),
+        ({"burstReserve": 11}, "less than or equal to 10"),
     ],
 )
 def test_bad_params_are_refused(over: dict[str, Any], message: str) -> None:

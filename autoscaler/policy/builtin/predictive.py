@@ -1,7 +1,7 @@
 """``predictive``: a reactive policy with a floor raised ahead of forecast demand.
 
-desired = max(inner proposal, ceil(forecast / (capacityPerReplica x targetUtilization))), where
-the forecast is the largest demand a predictor expects over the next ``horizonSeconds`` (set it
+desired = max(inner proposal, floor), floor = ceil(forecast / (capacityPerReplica x
+targetUtilization) + burstReserve x sqrt(forecast / capacityPerReplica)), where the forecast is the largest demand a predictor expects over the next ``horizonSeconds`` (set it
 to about the cold start: a replica asked for now serves from then on). Demand is measured per
 bucket of ``bucketSeconds`` (the rate of the request counter, or the mean of a gauge) and fed to
 the forecasters once per bucket, so the per-tick cost is the inner policy's plus a comparison.
@@ -60,6 +60,9 @@ class PredictiveParams(Params):
     gauge: str | None = Field(None, description="a demand gauge to use instead of counters")
     capacity_per_replica: float = Field(gt=0, description="demand/s one replica serves in SLO")
     target_utilization: float = Field(0.8, gt=0, le=1)
+    burst_reserve: float = Field(
+        0.0, ge=0, le=10, description="spare replicas per square root of the forecast load"
+    )
     bucket_seconds: float = Field(300.0, ge=10, description="demand is forecast per bucket")
     season_seconds: float | None = Field(86400.0, description="None: no seasonal predictor")
     horizon_seconds: float = Field(180.0, gt=0, description="about the cold start")
@@ -183,6 +186,16 @@ class PredictivePolicy(Policy[PredictiveParams, PredictiveState]):
         self._steps = math.ceil(params.horizon_seconds / params.bucket_seconds - 1e-9) + 1
         self._per_replica = params.capacity_per_replica * params.target_utilization
 
+    def _floor(self, forecast: float) -> int:
+        """Replicas for a forecast: its load at the target utilization, plus the square-root
+        reserve (as the ``tokens`` policy's burstReserve: a forecast is a mean, and the arrivals
+        around it are random, so a quiet fleet needs relatively more spare than a busy one)."""
+        p = self.params
+        need = forecast / self._per_replica
+        if p.burst_reserve > 0:  # at 0 the same arithmetic as before the reserve existed
+            need += p.burst_reserve * math.sqrt(forecast / p.capacity_per_replica)
+        return math.ceil(need - 1e-9)
+
     def required_signals(self) -> tuple[str, ...]:
         # The demand signal is optional (no forecast -> the inner policy alone); the fallback
         # guard watches what the inner policy cannot decide without.
@@ -291,7 +304,7 @@ class PredictivePolicy(Policy[PredictiveParams, PredictiveState]):
                     inputs=MappingProxyType(inputs),
                 )
             forecasts.append(max(f, forecasts[-1]) if forecasts else max(f, 0.0))
-        floors = tuple(math.ceil(f / self._per_replica - 1e-9) for f in forecasts)
+        floors = tuple(self._floor(f) for f in forecasts)
         reason = f"predictive: {best.name} (MAE {best_mae:.4g} < last-value {base_mae:.4g})"
         return PredictiveState(
             state.inner,
