@@ -53,6 +53,7 @@ from autoscaler.sim.tune import (
     default_space_file,
     load_space,
     parse_path,
+    prior_evaluations,
     scalar_at,
     split_windows,
     substitute,
@@ -316,8 +317,10 @@ def _cache_key(
     target: float,
     budget: int,
     args: argparse.Namespace,
+    prior_key: str = "",
 ) -> str:
-    """Everything a tuning result depends on but the code: policy, space, cluster, window."""
+    """Everything a tuning result depends on but the code: policy, space, cluster, window (and,
+    for a search continuing an earlier one, that search's key)."""
     h = hashlib.sha256()
     searches = _searches(e, args)
     for part in (
@@ -330,6 +333,7 @@ def _cache_key(
             # A built trace adds its recipe, a baseline searched several times their number.
             + ([sc["build"]] if "build" in sc else [])
             + ([searches] if searches > 1 else [])
+            + ([prior_key] if prior_key else [])
         ).encode(),
     ):
         h.update(hashlib.sha256(part).digest())
@@ -352,9 +356,11 @@ def _tuned(
     budget: int,
     args: argparse.Namespace,
     tag: str = "",
+    prior: Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Tune ``e`` on the training half (into ``tune/<stem><tag>``), or reuse the result of an
-    identical earlier run."""
+    identical earlier run. ``prior``: the frontier.json of an earlier search of ``e`` on the same
+    training half with the same seed; its points are not simulated again (``tune(prior=...)``)."""
     assert e.space is not None
     space = load_space(_rel(e.space), _rel(e.file))  # relative: reports do not name this checkout
     where = out / "tune" / f"{e.file.stem}{tag}"
@@ -368,6 +374,7 @@ def _tuned(
     else:
         started = perf_timer()
         results = []
+        known = prior_evaluations(space, json.loads(prior.read_text())) if prior else []
         for k in range(_searches(e, args)):
             results.append(
                 tune(
@@ -379,6 +386,7 @@ def _tuned(
                     budget=budget,
                     seed=args.seed + k,
                     jobs=args.jobs,
+                    prior=known if k == 0 else (),  # the earlier search ran seed args.seed
                 )
             )
             if results[0].strategy == "grid":
@@ -474,10 +482,20 @@ def run_scenario(sc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             print(f"   {e.file.stem}: not evaluated: {over}", flush=True)
             return
         if do_tune and e.space is not None:
-            key = _cache_key(e, sc, cluster, train, (t0, mid), slo, aim, budget, args)
+            # The matched search continues the search at the scenario's target (same training
+            # half, space and seed): the points that one evaluated are not simulated again, so
+            # its whole budget goes to new points (docs/tuning.md, "Ours again at the
+            # baselines' attainment").
+            first = out / "tune" / e.file.stem
+            done = (
+                tag and (first / "frontier.json").is_file() and (first / "inputs.sha256").is_file()
+            )
+            prior = first / "frontier.json" if done else None
+            prior_key = (first / "inputs.sha256").read_text().strip() if done else ""
+            key = _cache_key(e, sc, cluster, train, (t0, mid), slo, aim, budget, args, prior_key)
             try:
                 tuned_file, tuning = _tuned(
-                    e, key, out, train, cluster, slo, aim, budget, args, tag
+                    e, key, out, train, cluster, slo, aim, budget, args, tag, prior
                 )
             except PolicyConfigError as err:  # the space does not fit the policy: as written
                 row["space_error"] = "; ".join(str(p) for p in err.problems)

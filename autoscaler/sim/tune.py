@@ -538,6 +538,7 @@ class TuneResult:
     strategy: str
     tie_tolerance: float = TIE_TOLERANCE
     stretch_s: float = STRETCH_S
+    reused: int = 0  # evaluations taken from ``prior`` (not simulated again)
 
     @property
     def feasible(self) -> bool:
@@ -604,10 +605,17 @@ def tune(
     progress: Callable[[float], None] | None = None,
     tie_tolerance: float = TIE_TOLERANCE,
     stretch_s: float = STRETCH_S,
+    prior: Sequence[Evaluation] = (),
 ) -> TuneResult:
     """Search ``space`` for the least GPU-hours with SLO attainment and hourly attainment
     (``hourly_attainment`` over ``stretch_s`` stretches; 0 for none) >= ``target`` on ``trace``
-    (GPU-hours within ``tie_tolerance`` of the least are a tie, won by the better score)."""
+    (GPU-hours within ``tie_tolerance`` of the least are a tie, won by the better score).
+
+    ``prior``: points already evaluated on this very trace, space, cluster, seed and stretch (an
+    earlier search at another target; ``prior_evaluations`` reads them back from its
+    frontier.json). A point the search draws that is among them takes their metrics instead of a
+    simulation and costs no budget, so ``budget`` counts new simulations only. A run is
+    deterministic, so the figures are the ones a simulation would give; only the target differs."""
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     if jobs < 1:
@@ -623,6 +631,8 @@ def tune(
     dims = space.dims
     evaluations: list[Evaluation] = []
     seen: set[Point] = set()
+    known = {e.point: e for e in prior}
+    spent = 0  # simulations run (a known point costs none)
     pool: ProcessPoolExecutor | None = None
     if jobs > 1:
         pool = ProcessPoolExecutor(
@@ -635,22 +645,38 @@ def tune(
     total = budget
 
     def run(points: list[Point], phase: str) -> None:
+        nonlocal spent
+        batch: list[Point] = []
         fresh: list[Point] = []
         for p in points:
-            if p not in seen and len(evaluations) + len(fresh) < budget:
+            if p in seen:
+                continue
+            if p in known:
                 seen.add(p)
+                batch.append(p)
+            elif spent + len(fresh) < budget:
+                seen.add(p)
+                batch.append(p)
                 fresh.append(p)
-        if not fresh:
+        if not batch:
             return
-        results = (
+        results = iter(
             pool.map(_worker_eval, fresh)
             if pool is not None
-            else (_evaluate(job, p) for p in fresh)
+            else [_evaluate(job, p) for p in fresh]
         )
-        for p, (metrics, error) in zip(fresh, results, strict=True):
-            evaluations.append(Evaluation(len(evaluations), p, phase, metrics, error))
-            if progress is not None:
-                progress(len(evaluations) / total)
+        for p in batch:
+            tag = phase
+            if p in known:
+                old = known[p]
+                metrics, error = old.metrics, old.error
+                tag = f"{phase} (reused)"
+            else:
+                metrics, error = next(results)
+                spent += 1
+                if progress is not None:
+                    progress(spent / total)
+            evaluations.append(Evaluation(len(evaluations), p, tag, metrics, error))
 
     def incumbent() -> Evaluation:
         return choose(evaluations, target, tie_tolerance)
@@ -676,11 +702,11 @@ def tune(
             )
             radius = 0.25
             restarts = 0
-            while len(evaluations) < budget:
+            while spent < budget:
                 if radius < MIN_RADIUS:
                     # Converged with budget left: a fresh design over the space, then refine
                     # again from whichever point is best by then.
-                    left = budget - len(evaluations)
+                    left = budget - spent
                     before = len(evaluations)
                     design = halton(drawn, max(1, left // 2), shift)
                     drawn += len(design)
@@ -702,12 +728,15 @@ def tune(
                     for v in d.neighbours(best.point[i], radius):
                         candidates.append((*best.point[:i], v, *best.point[i + 1 :]))
                 untried = [c for c in candidates if c not in seen]
-                left = budget - len(evaluations)
-                if len(untried) > left:
+                new = [c for c in untried if c not in known]
+                left = budget - spent
+                if len(new) > left:
                     # The budget cannot take the whole round: a seeded draw of the steps, not the
                     # first ones in dimension order (which never refined the last dimensions).
-                    pick = sorted(rng.choice(len(untried), size=left, replace=False).tolist())
-                    untried = [untried[i] for i in pick]
+                    # Known points cost nothing and are always taken.
+                    pick = set(rng.choice(len(new), size=left, replace=False).tolist())
+                    drop = {c for i, c in enumerate(new) if i not in pick}
+                    untried = [c for c in untried if c not in drop]
                 run(untried, f"refine r={radius:g}")
                 if incumbent() is best:
                     radius /= 2
@@ -725,6 +754,7 @@ def tune(
         strategy=strategy,
         tie_tolerance=tie_tolerance,
         stretch_s=stretch_s,
+        reused=len(evaluations) - spent,
     )
 
 
@@ -751,6 +781,7 @@ def frontier_json(result: TuneResult, trace_info: dict[str, Any]) -> dict[str, A
         "strategy": result.strategy,
         "tie_tolerance": result.tie_tolerance,
         "stretch_s": result.stretch_s,
+        **({"reused": result.reused} if result.reused else {}),
         "feasible": result.feasible,
         "best": result.best.index,
         "points": [
@@ -765,6 +796,22 @@ def frontier_json(result: TuneResult, trace_info: dict[str, Any]) -> dict[str, A
             for e in result.evaluations
         ],
     }
+
+
+def prior_evaluations(space: Space, frontier: dict[str, Any]) -> list[Evaluation]:
+    """The evaluations of an earlier search (its ``frontier_json``) over ``space``, to pass to
+    ``tune(prior=...)``. The caller vouches that the search ran on the same trace, cluster, seed
+    and stretch; the space must be the same one (same file and dimensions), or this raises."""
+    if frontier.get("space_file") != space.file:
+        raise ValueError(f"{space.file}: the earlier search used {frontier.get('space_file')}")
+    out = []
+    for i, row in enumerate(frontier["points"]):
+        params = row["params"]
+        if set(params) != {d.path for d in space.dims}:
+            raise ValueError(f"{space.file}: the earlier search's dimensions differ")
+        point = tuple(params[d.path] for d in space.dims)
+        out.append(Evaluation(i, point, row["phase"], row.get("metrics", {}), row.get("error")))
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -812,8 +859,15 @@ def frontier_markdown(result: TuneResult, trace_info: dict[str, Any]) -> str:
         f"window {trace_info.get('window')})",
         f"- SLO: TTFT <= {result.slo_ttft_s:g} s for >= {result.target:g} of requests, and "
         f"in the hourly attainment ({hours}); a point's score is the lower of the two; "
-        f"seed {result.seed}; {len(result.evaluations)} of {result.budget} evaluations "
-        f"({result.strategy}); feasible points within {result.tie_tolerance:.0%} of the least "
+        f"seed {result.seed}; {len(result.evaluations) - result.reused} of {result.budget} "
+        f"evaluations ({result.strategy})"
+        + (
+            f", plus {result.reused} points an earlier search on this window evaluated (marked "
+            "reused, not simulated again)"
+            if result.reused
+            else ""
+        )
+        + "; feasible points within {result.tie_tolerance:.0%} of the least "
         "GPU-hours tie on cost, and the best score among them is chosen",
         f"- space: {space.file}",
         f"- chosen: point {best.index}, "

@@ -31,6 +31,7 @@ from autoscaler.sim.tune import (
     halton,
     hourly_attainment,
     load_space,
+    prior_evaluations,
     split_windows,
     substitute,
     tune,
@@ -650,6 +651,74 @@ def test_a_round_the_budget_cuts_short_still_reaches_the_last_dimension(
             assert len(changed) == 1  # one step in one dimension from the incumbent
             moved.update(changed)
     assert 3 in moved
+
+
+def test_a_search_continuing_an_earlier_one_spends_its_budget_on_new_points(
+    tmp_path: Path, trace: Trace, cluster: ClusterSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matched search of run_all: the same window, space and seed at a higher target, with
+    the first search's evaluations as ``prior``. None of them is simulated again, the budget
+    buys that many new points, and the reused figures are the earlier ones."""
+    space_text = QUEUE_SPACE + (
+        "  - path: spec.targets[0].policy.params.windowSeconds\n    values: [10, 30, 60]\n"
+    )
+    space = load_space(write(tmp_path, "s.yaml", space_text), write(tmp_path, "q.yaml", QUEUE))
+    simulated: list[tuple[float, int, int]] = []
+
+    def fake(job: object, point: tuple[float, int, int]) -> tuple[dict[str, float], None]:
+        simulated.append(point)
+        target, down, window = point
+        # cheaper with a higher per-replica target, safer with a longer scale-down delay
+        return {
+            "gpu_hours": 10.0 + 8.0 / target + window / 100,
+            "slo_attainment": min(1.0, 0.9 + down / 12000 + 0.02 / target),
+        }, None
+
+    monkeypatch.setattr(tune_module, "_evaluate", fake)
+    first = tune(space, trace, cluster, slo_ttft_s=SLO, target=0.93, budget=16)
+    assert len(simulated) == 16 and first.reused == 0
+    # Through frontier.json and back, as run_all reads it.
+    data = json.loads(json.dumps(frontier_json(first, {"name": "t"})))
+    prior = prior_evaluations(space, data)
+    assert [(e.point, e.metrics) for e in prior] == [
+        (e.point, e.metrics) for e in first.evaluations
+    ]
+    simulated.clear()
+    again = tune(space, trace, cluster, slo_ttft_s=SLO, target=0.95, budget=16, prior=prior)
+    assert len(simulated) == 16  # the whole budget on points the first search never ran
+    assert not set(simulated) & {e.point for e in prior}
+    assert len(set(simulated)) == 16
+    assert again.reused == len(again.evaluations) - 16 > 0  # its design, shared, came free
+    earlier = {e.point: e.metrics for e in prior}
+    for e in again.evaluations:
+        if e.phase.endswith("(reused)"):
+            assert e.metrics == earlier[e.point]
+        else:
+            assert e.point not in earlier
+    # The same search without the prior simulates its shared design again.
+    simulated.clear()
+    alone = tune(space, trace, cluster, slo_ttft_s=SLO, target=0.95, budget=16)
+    assert len(simulated) == 16 and set(simulated) & set(earlier)
+    # Here the continuing search, which saw the shared design and 16 more points, also finds a
+    # cheaper feasible setting (not a theorem: refinement may wander elsewhere).
+    assert again.best.gpu_hours <= alone.best.gpu_hours
+    text = frontier_markdown(again, {"name": "t"})
+    assert f"16 of 16 evaluations (halton design + pattern search), plus {again.reused}" in text
+    assert frontier_json(again, {"name": "t"})["reused"] == again.reused
+    assert "reused" not in frontier_json(alone, {"name": "t"})
+
+
+def test_an_earlier_search_over_another_space_is_refused(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, "s.yaml", QUEUE_SPACE), write(tmp_path, "q.yaml", QUEUE))
+    other = {"space_file": "other.yaml", "points": []}
+    with pytest.raises(ValueError, match="used other.yaml"):
+        prior_evaluations(space, other)
+    narrower = {
+        "space_file": space.file,
+        "points": [{"params": {space.dims[0].path: 4.0}, "phase": "coarse", "metrics": {}}],
+    }
+    with pytest.raises(ValueError, match="dimensions differ"):
+        prior_evaluations(space, narrower)
 
 
 def test_the_frontier_report_says_when_a_cheaper_point_lost_the_tie(tmp_path: Path) -> None:

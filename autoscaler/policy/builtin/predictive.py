@@ -1,8 +1,9 @@
 """``predictive``: a reactive policy with a floor raised ahead of forecast demand.
 
 desired = max(inner proposal, floor), floor = ceil(forecast / (capacityPerReplica x
-targetUtilization) + burstReserve x sqrt(forecast / capacityPerReplica)), where the forecast is the largest demand a predictor expects over the next ``horizonSeconds`` (set it
-to about the cold start: a replica asked for now serves from then on). Demand is measured per
+targetUtilization) + burstReserve x sqrt(forecast / capacityPerReplica)), where the forecast is
+the largest demand a predictor expects over the next ``horizonSeconds`` (set it to about the
+cold start: a replica asked for now serves from then on). Demand is measured per
 bucket of ``bucketSeconds`` (the rate of the request counter, or the mean of a gauge) and fed to
 the forecasters once per bucket, so the per-tick cost is the inner policy's plus a comparison.
 
