@@ -412,9 +412,11 @@ def _tuned(
         data = json.loads((where / "frontier.json").read_text())
         best = data["points"][data["best"]]
         m = best["metrics"]
-        runs = sum(len(r.evaluations) for r in results)
+        runs = sum(len(r.evaluations) - r.reused for r in results)
+        reused = sum(r.reused for r in results)
         print(
             f"   tuned {e.file.stem}: {runs} runs"
+            + (f" (+{reused} reused from the search at the target)" if reused else "")
             + (f" ({len(results)} searches, seed {result.seed} kept)" if len(results) > 1 else "")
             + f" in {perf_timer() - started:.0f}s, train attainment {m['slo_attainment']:.4f}"
             + (f" (hourly {m['hourly_attainment']:.4f})" if "hourly_attainment" in m else "")

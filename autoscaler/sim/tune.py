@@ -867,7 +867,7 @@ def frontier_markdown(result: TuneResult, trace_info: dict[str, Any]) -> str:
             if result.reused
             else ""
         )
-        + "; feasible points within {result.tie_tolerance:.0%} of the least "
+        + f"; feasible points within {result.tie_tolerance:.0%} of the least "
         "GPU-hours tie on cost, and the best score among them is chosen",
         f"- space: {space.file}",
         f"- chosen: point {best.index}, "
