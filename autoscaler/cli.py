@@ -174,7 +174,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from autoscaler.service.clock import perf_timer
     from autoscaler.sim.cluster_config import load_cluster
     from autoscaler.sim.traces import load_trace
-    from autoscaler.sim.tune import default_space_file, load_space, tune, write_outputs
+    from autoscaler.sim.tune import (
+        STRETCH_S,
+        default_space_file,
+        load_space,
+        prior_evaluations,
+        tune,
+        write_outputs,
+    )
 
     space_file = args.space or default_space_file(args.policy)
     space = load_space(space_file, args.policy)
@@ -183,6 +190,36 @@ def cmd_tune(args: argparse.Namespace) -> int:
         args.trace, args.trace_format, start_s=args.start, end_s=args.end, seed=args.seed
     )
     slo = args.slo_ttft if args.slo_ttft is not None else cluster.slo_ttft_seconds
+    window = f"[{args.start if args.start is not None else 'start'}, "
+    window += f"{args.end if args.end is not None else 'end'})"
+    info = {"name": trace.name, "requests": trace.requests, "window": window}
+    prior = []
+    if args.continue_from:
+        stretch = STRETCH_S if args.stretch is None else args.stretch
+        earlier = json.loads(Path(args.continue_from).read_text())
+        # The figures are reused as they are, so the earlier search must have simulated the
+        # same thing: same window of the same trace, SLO, seed and stretch (the cluster model is
+        # not recorded in frontier.json: the caller vouches for it).
+        same = {
+            "trace": (earlier.get("trace", {}).get("name"), trace.name),
+            "requests": (earlier.get("trace", {}).get("requests"), trace.requests),
+            "window": (earlier.get("trace", {}).get("window"), window),
+            "slo_ttft_s": (earlier.get("slo_ttft_s"), slo),
+            "seed": (earlier.get("seed"), args.seed),
+            "stretch_s": (earlier.get("stretch_s"), stretch),
+        }
+        differ = [f"{k} {a!r} there, {b!r} here" for k, (a, b) in same.items() if a != b]
+        try:
+            if differ:
+                raise ValueError("; ".join(differ))
+            prior = prior_evaluations(space, earlier)
+        except (ValueError, KeyError, TypeError) as e:
+            print(
+                f"autoscaler tune: --continue {args.continue_from}: cannot continue that "
+                f"search: {e}",
+                file=sys.stderr,
+            )
+            return 2
     bar = _Progress(f"tune {Path(args.policy).stem}", perf_timer, not args.quiet)
     result = tune(
         space,
@@ -196,11 +233,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         progress=bar,
         **({} if args.tie_tolerance is None else {"tie_tolerance": args.tie_tolerance}),
         **({} if args.stretch is None else {"stretch_s": args.stretch}),
+        prior=prior,
     )
     bar.done()
-    window = f"[{args.start if args.start is not None else 'start'}, "
-    window += f"{args.end if args.end is not None else 'end'})"
-    info = {"name": trace.name, "requests": trace.requests, "window": window}
     tuned = write_outputs(result, Path(args.out), info)
     best = result.best
     values = ", ".join(f"{k} = {v}" for k, v in space.assignment(best.point).items())
@@ -209,7 +244,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(
         f"{tuned}: {values}; {best.gpu_hours:.3f} GPU-h, attainment {best.attainment:.4f}"
         + ("" if hourly is None else f", hourly {hourly:.4f}")
-        + f" ({status} {args.target:g}); {len(result.evaluations)} evaluations"
+        + f" ({status} {args.target:g}); {len(result.evaluations) - result.reused} evaluations"
+        + (f" (+{result.reused} from {args.continue_from})" if result.reused else "")
     )
     return 0 if result.feasible else 3
 
@@ -448,6 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, help="slice: first second of the trace to tune on")
     p.add_argument("--end", type=float, help="slice: second of the trace to stop at")
     p.add_argument("--out", required=True, help="directory for the tuned YAML and the frontier")
+    p.add_argument(
+        "--continue",
+        dest="continue_from",
+        metavar="FRONTIER_JSON",
+        help="continue an earlier search (its frontier.json) on the same trace window, SLO, "
+        "seed, stretch and cluster, say at another --target: its points are not simulated "
+        "again and --budget buys new ones",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_tune)
 

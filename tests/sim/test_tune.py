@@ -364,6 +364,28 @@ def test_cli_tune_writes_a_tuned_policy_that_validates(
     assert data["stretch_s"] == 100.0
     assert all(0.0 <= p["metrics"]["hourly_attainment"] <= 1.0 for p in data["points"])
     assert "hourly " in capsys.readouterr().out
+    # --continue: the same search at a higher target takes the earlier figures, simulates
+    # nothing the earlier one ran (a grid: nothing at all) and chooses by the new target.
+    earlier = tmp_path / "earlier.json"
+    earlier.write_bytes((out / "frontier.json").read_bytes())
+    again = [*argv, "--stretch", "100", "--continue", str(earlier), "--target", "0.999"]
+    code = main(again)
+    said = capsys.readouterr()
+    assert "0 evaluations (+5 from" in said.out
+    cont = json.loads((out / "frontier.json").read_text())
+    assert cont["reused"] == 5 and cont["target_attainment"] == 0.999
+    assert [p["metrics"] for p in cont["points"]] == [p["metrics"] for p in data["points"]]
+    reach = [
+        p
+        for p in data["points"]
+        if min(p["metrics"]["slo_attainment"], p["metrics"]["hourly_attainment"]) >= 0.999
+    ]
+    assert code == (0 if reach else 3)
+    # Another seed (or window, SLO, stretch) simulates other figures: refused, by name.
+    assert main([*again, "--seed", "1"]) == 2
+    assert "seed 0 there, 1 here" in capsys.readouterr().err
+    assert main([*argv, "--continue", str(earlier)]) == 2  # stretch 3600 here, 100 there
+    assert "stretch_s 100.0 there, 3600.0 here" in capsys.readouterr().err
 
 
 def test_train_and_test_windows_do_not_overlap(tmp_path: Path) -> None:
