@@ -20,18 +20,11 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
+from scenario import load_scenario
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "simulations"))
-
-from run_all import with_tick  # noqa: E402
-
-from autoscaler.config.loader import parse_policy  # noqa: E402
-from autoscaler.sim.cluster_config import load_cluster  # noqa: E402
-from autoscaler.sim.runner import simulate  # noqa: E402
-from autoscaler.sim.traces import load_trace  # noqa: E402
-from autoscaler.sim.tune import hourly_attainment, split_windows  # noqa: E402
+from autoscaler.config.loader import parse_policy
+from autoscaler.sim.runner import simulate
+from autoscaler.sim.tune import hourly_attainment
 
 TARGET = re.compile(r"^( *)targetUtilization: .*$", re.M)
 
@@ -57,13 +50,9 @@ def main() -> int:
     ap.add_argument("--reserve", default="0,0.5,1,2")
     ap.add_argument("--test", action="store_true", help="also replay the held-out half")
     args = ap.parse_args()
-    scenarios = yaml.safe_load((ROOT / "simulations" / "scenarios.yaml").read_text())
-    sc = next(s for s in scenarios["scenarios"] if s["name"] == args.scenario)
-    cluster = with_tick(load_cluster(ROOT / sc["cluster"]).spec, sc.get("tickSeconds"))
-    full = load_trace(ROOT / sc["trace"], "auto", seed=0)
-    (start, mid), _ = split_windows(full)
-    train = load_trace(ROOT / sc["trace"], "auto", start_s=start, end_s=mid, seed=0)
-    slo = float(sc["sloTtftSeconds"])
+    scenario = load_scenario(args.scenario)
+    cluster, full, mid, slo = scenario.cluster, scenario.full, scenario.mid, scenario.slo
+    train = scenario.training()
     base = Path(args.policy).read_text()
     utilizations = [float(x) for x in args.utilization.split(",")]
     reserves = [float(x) for x in args.reserve.split(",")]
