@@ -36,6 +36,19 @@ STATIC = ROOT / "policies" / "baselines" / "static-peak.yaml"
 HOUR = 3600.0
 
 
+def fewest_within(per_hour: dict[int, np.ndarray], tolerance: float) -> np.ndarray:
+    """Per hour, the fewest replicas (keys of ``per_hour``: fleet size -> attainment per hour)
+    whose attainment is within ``tolerance`` of the largest fleet's that hour."""
+    sizes = sorted(per_hour)
+    ceiling = per_hour[sizes[-1]]
+    return np.array(
+        [
+            next(n for n in sizes if per_hour[n][h] >= ceiling[h] - tolerance)
+            for h in range(len(ceiling))
+        ]
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("scenario", nargs="?", default="servegen-m-small-longhorizon")
@@ -65,12 +78,7 @@ def main() -> int:
             flush=True,
         )
     ceiling = per_hour[sizes[-1]]
-    need = np.array(
-        [
-            next(n for n in sizes if per_hour[n][h] >= ceiling[h] - args.tolerance)
-            for h in range(hours)
-        ]
-    )
+    need = fewest_within(per_hour, args.tolerance)
     print("\nhour  requests  prefill load  " + "  ".join(f"{n:>5d}" for n in sizes) + "  need")
     for h in range(hours):
         cells = "  ".join(f"{per_hour[n][h]:.3f}" for n in sizes)
