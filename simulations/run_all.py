@@ -374,7 +374,8 @@ def _tuned(
     else:
         started = perf_timer()
         results = []
-        known = prior_evaluations(space, json.loads(prior.read_text())) if prior else []
+        earlier = json.loads(prior.read_text()) if prior else None
+        known = prior_evaluations(space, earlier) if earlier else []
         for k in range(_searches(e, args)):
             results.append(
                 tune(
@@ -386,7 +387,8 @@ def _tuned(
                     budget=budget,
                     seed=args.seed + k,
                     jobs=args.jobs,
-                    prior=known if k == 0 else (),  # the earlier search ran seed args.seed
+                    # The earlier search's figures hold for a search of its own seed only.
+                    prior=known if earlier and earlier["seed"] == args.seed + k else (),
                 )
             )
             if results[0].strategy == "grid":
@@ -488,12 +490,15 @@ def run_scenario(sc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             # half, space and seed): the points that one evaluated are not simulated again, so
             # its whole budget goes to new points (docs/tuning.md, "Ours again at the
             # baselines' attainment").
+            # Only a first search of this very run's inputs (its stamp is this run's key) is
+            # continued: a stale one (say its space no longer fits) ran other settings.
             first = out / "tune" / e.file.stem
-            done = (
-                tag and (first / "frontier.json").is_file() and (first / "inputs.sha256").is_file()
-            )
+            stamp = first / "inputs.sha256"
+            first_key = _cache_key(e, sc, cluster, train, (t0, mid), slo, target, budget, args)
+            done = bool(tag) and (first / "frontier.json").is_file() and stamp.is_file()
+            done = done and stamp.read_text().strip() == first_key
             prior = first / "frontier.json" if done else None
-            prior_key = (first / "inputs.sha256").read_text().strip() if done else ""
+            prior_key = first_key if done else ""
             key = _cache_key(e, sc, cluster, train, (t0, mid), slo, aim, budget, args, prior_key)
             try:
                 tuned_file, tuning = _tuned(

@@ -273,8 +273,11 @@ def test_an_autoscaler_baseline_gets_several_searches_and_keeps_the_best(
     seeds: list[tuple[str, int]] = []
     real_tune = run_all.tune
 
+    priors: list[list[Any]] = []
+
     def tune(space: Any, trace: Any, spec: Any, **kw: Any) -> Any:
         seeds.append((Path(space.policy_file).stem, kw["seed"]))
+        priors.append(list(kw.get("prior", ())))
         return real_tune(space, trace, spec, **kw)
 
     monkeypatch.setattr(run_all, "tune", tune)
@@ -291,9 +294,20 @@ def test_an_autoscaler_baseline_gets_several_searches_and_keeps_the_best(
     assert seeds == [*hpa, ("static-peak", 5), ("keda-queue", 5)] + [("keda-queue", 5)] * len(
         matched
     )
-    assert len(matched) == (0 if aim is None else 1)
+    assert len(matched) == 1  # in this fixture a baseline beat 0.99 on training
     for r in matched:
         assert r["matched_target"] == aim and r["policy"].endswith(f" @{aim:.4f}")
+    # The matched search continues ours' first one: that search's points, figures as recorded,
+    # and the first search itself started from nothing.
+    assert all(not p for p in priors[:-1])
+    tune_dir = tmp_path / "results" / "lh" / "tune"
+    continued = json.loads((tune_dir / "keda-queue" / "frontier.json").read_text())
+    assert [(e.metrics, e.phase) for e in priors[-1]] == [
+        (p["metrics"], p["phase"]) for p in continued["points"]
+    ]
+    matched_run = json.loads((tune_dir / "keda-queue-matched" / "frontier.json").read_text())
+    assert matched_run["reused"] > 0
+    assert len(matched_run["points"]) - matched_run["reused"] <= matched_run["budget"]
     rows = {r["policy"].removeprefix("baseline-"): r for r in data["policies"]}
     searches = rows["hpa-queue"]["tuning"]["searches"]
     assert [s["seed"] for s in searches] == [5, 6, 7]
