@@ -253,8 +253,9 @@ def test_recipe_writes_the_builders_default_scale_out(run_all: ModuleType, tmp_p
 def test_an_autoscaler_baseline_gets_several_searches_and_keeps_the_best(
     run_all: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``--baseline-searches``: a baseline is tuned with seeds K, K+1, ... and keeps the search
-    whose choice wins by the tuner's own rule; ours are searched once; a grid (static) once."""
+    """``--baseline-searches`` and ``--our-searches``: a policy is tuned with seeds K, K+1, ...
+    and keeps the search whose choice wins by the tuner's own rule; a grid (static) once; a
+    matched row once, continuing the kept search with its seed."""
     archive = servegen_archive(tmp_path / "sg.tar.gz", windows=3, rate=0.01)
     sc = {
         **scenario(tmp_path, archive),
@@ -283,25 +284,26 @@ def test_an_autoscaler_baseline_gets_several_searches_and_keeps_the_best(
     monkeypatch.setattr(run_all, "tune", tune)
     monkeypatch.setattr(run_all, "RESULTS", tmp_path / "results")
     monkeypatch.chdir(ROOT)
-    args = argparse.Namespace(seed=5, jobs=1, budget=40, retune=False, baseline_searches=3)
+    args = argparse.Namespace(
+        seed=5, jobs=1, budget=40, retune=False, baseline_searches=3, our_searches=2
+    )
     data = run_all.run_scenario(sc, args)
     hpa = [("hpa-queue", 5), ("hpa-queue", 6), ("hpa-queue", 7)]
-    # Ours once at the target, and once more at the best autoscaler's training score when one
-    # beat the target there (a matched row).
+    tune_dir = tmp_path / "results" / "lh" / "tune"
+    continued = json.loads((tune_dir / "keda-queue" / "frontier.json").read_text())
+    # Ours twice at the target, and once more at the best autoscaler's training score when one
+    # beat the target there (a matched row), with the seed of the search kept at the target.
     first = [r for r in data["policies"] if "matched_target" not in r]
     matched = [r for r in data["policies"] if "matched_target" in r]
     aim = run_all.matched_target(first, 0.99)
-    assert seeds == [*hpa, ("static-peak", 5), ("keda-queue", 5)] + [("keda-queue", 5)] * len(
-        matched
-    )
+    ours = [("keda-queue", 5), ("keda-queue", 6), ("keda-queue", continued["seed"])]
+    assert seeds == [*hpa, ("static-peak", 5), *ours]
     assert len(matched) == 1  # in this fixture a baseline beat 0.99 on training
     for r in matched:
         assert r["matched_target"] == aim and r["policy"].endswith(f" @{aim:.4f}")
     # The matched search continues ours' first one: that search's points, figures as recorded,
     # and the first search itself started from nothing.
     assert all(not p for p in priors[:-1])
-    tune_dir = tmp_path / "results" / "lh" / "tune"
-    continued = json.loads((tune_dir / "keda-queue" / "frontier.json").read_text())
     assert [(e.metrics, e.phase) for e in priors[-1]] == [
         (p["metrics"], p["phase"]) for p in continued["points"]
     ]
@@ -323,8 +325,8 @@ def test_an_autoscaler_baseline_gets_several_searches_and_keeps_the_best(
             raise AssertionError(f"a feasible search lost to an infeasible one: {searches}")
         if s["feasible"] and won["feasible"]:
             assert won["gpu_hours"] <= s["gpu_hours"] * 1.01
-    assert "searches" not in rows["keda-queue"]["tuning"]  # ours: one search
-    # the number of searches is part of a baseline's cache key, not of ours
+    assert [s["seed"] for s in rows["keda-queue"]["tuning"]["searches"]] == [5, 6]
+    # the number of searches is part of the cache key, for a baseline as for ours
     one = argparse.Namespace(**{**vars(args), "baseline_searches": 1})
     entries = {e.file.stem: e for e in run_all._entries(sc)}
     train = load_trace(Path(sc["trace"]), "auto")
@@ -335,3 +337,6 @@ def test_an_autoscaler_baseline_gets_several_searches_and_keeps_the_best(
 
     assert key("hpa-queue", args) != key("hpa-queue", one)
     assert key("keda-queue", args) == key("keda-queue", one)
+    ours_one = argparse.Namespace(**{**vars(args), "our_searches": 1})
+    assert key("keda-queue", args) != key("keda-queue", ours_one)
+    assert key("hpa-queue", args) == key("hpa-queue", ours_one)
