@@ -497,20 +497,22 @@ def run_scenario(sc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
             print(f"   {e.file.stem}: not evaluated: {over}", flush=True)
             return
         if do_tune and e.space is not None:
-            # The matched search continues the search at the scenario's target (same training
-            # half, space and seed): the points that one evaluated are not simulated again, so
-            # its whole budget goes to new points (docs/tuning.md, "Ours again at the
-            # baselines' attainment").
-            # Only a first search of this very run's inputs (its stamp is this run's key) is
-            # continued: a stale one (say its space no longer fits) ran other settings.
-            first = out / "tune" / e.file.stem
-            stamp = first / "inputs.sha256"
-            first_key = _cache_key(e, sc, cluster, train, (t0, mid), slo, target, budget, args)
-            done = bool(tag) and (first / "frontier.json").is_file() and stamp.is_file()
-            done = done and stamp.read_text().strip() == first_key
-            prior = first / "frontier.json" if done else None
-            prior_key = first_key if done else ""
-            key = _cache_key(e, sc, cluster, train, (t0, mid), slo, aim, budget, args, prior_key)
+            key = _cache_key(e, sc, cluster, train, (t0, mid), slo, target, budget, args)
+            prior = None
+            if tag:
+                # The matched search continues the search at the scenario's target (same
+                # training half and space): its points are not simulated again, so its whole
+                # budget goes to new points (docs/tuning.md, "Ours again at the baselines'
+                # attainment"). Only a first search of this run's inputs (its stamp is this
+                # run's key) is continued: a stale one (its space no longer fits, say) ran
+                # other settings.
+                first = out / "tune" / e.file.stem
+                stamp, frontier = first / "inputs.sha256", first / "frontier.json"
+                fresh = stamp.is_file() and stamp.read_text().strip() == key
+                prior = frontier if fresh and frontier.is_file() else None
+                prior_key = key if prior is not None else ""
+                window = (t0, mid)
+                key = _cache_key(e, sc, cluster, train, window, slo, aim, budget, args, prior_key)
             try:
                 tuned_file, tuning = _tuned(
                     e, key, out, train, cluster, slo, aim, budget, args, tag, prior
