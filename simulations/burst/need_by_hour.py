@@ -26,10 +26,11 @@ import argparse
 import sys
 
 import numpy as np
-from scenario import ROOT, load_scenario
+from scenario import ROOT, Scenario, load_scenario
 
 from autoscaler.config.loader import parse_policy
 from autoscaler.sim.runner import simulate
+from autoscaler.sim.traces import Trace
 from autoscaler.sim.tune import parse_path, substitute
 
 STATIC = ROOT / "policies" / "baselines" / "static-peak.yaml"
@@ -49,6 +50,35 @@ def fewest_within(per_hour: dict[int, np.ndarray], tolerance: float) -> np.ndarr
     )
 
 
+def replay_fleets(
+    trace: Trace,
+    s: Scenario,
+    sizes: list[int],
+    block: np.ndarray,
+    measure_from: float | None = None,
+) -> dict[int, np.ndarray]:
+    """Fleet size -> the attainment of each block of requests (``block``: a block index per
+    measured request) with that many replicas fixed: policies/baselines/static-peak.yaml with its
+    count set, replayed over ``trace`` and measured from ``measure_from``, printing each fleet's
+    GPU-hours and attainment as it goes."""
+    text = STATIC.read_text()
+    path = [parse_path("spec.targets[0].policy.params.replicas")]
+    blocks = int(block.max()) + 1
+    requests = np.maximum(np.bincount(block, minlength=blocks), 1)
+    out: dict[int, np.ndarray] = {}
+    for n in sizes:
+        doc = parse_policy(substitute(text, path, [n]), str(STATIC))
+        r = simulate(trace, doc, s.cluster, seed=0, slo_ttft_s=s.slo, measure_from=measure_from)
+        met = np.nan_to_num(r.ttft, nan=np.inf) <= s.slo
+        out[n] = np.bincount(block, weights=met, minlength=blocks) / requests
+        print(
+            f"static {n:3d}: {r.metrics['gpu_hours']:8.1f} GPU-h, "
+            f"attainment {r.metrics['slo_attainment']:.4f}",
+            flush=True,
+        )
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("scenario", nargs="?", default="servegen-m-small-longhorizon")
@@ -64,19 +94,7 @@ def main() -> int:
     prompt = np.bincount(hour, weights=s.full.input_tokens[held], minlength=hours)
     prefill = s.cluster.llm.prefill_tokens_per_second if s.cluster.llm else float("nan")
     load = prompt / HOUR / prefill
-    text = STATIC.read_text()
-    path = [parse_path("spec.targets[0].policy.params.replicas")]
-    per_hour: dict[int, np.ndarray] = {}
-    for n in sizes:
-        doc = parse_policy(substitute(text, path, [n]), str(STATIC))
-        r = simulate(s.full, doc, s.cluster, seed=0, slo_ttft_s=s.slo, measure_from=s.mid)
-        met = np.nan_to_num(r.ttft, nan=np.inf) <= s.slo
-        per_hour[n] = np.bincount(hour, weights=met, minlength=hours) / np.maximum(requests, 1)
-        print(
-            f"static {n:3d}: {r.metrics['gpu_hours']:8.1f} GPU-h, "
-            f"attainment {r.metrics['slo_attainment']:.4f}",
-            flush=True,
-        )
+    per_hour = replay_fleets(s.full, s, sizes, hour, measure_from=s.mid)
     ceiling = per_hour[sizes[-1]]
     need = fewest_within(per_hour, args.tolerance)
     print("\nhour  requests  prefill load  " + "  ".join(f"{n:>5d}" for n in sizes) + "  need")
