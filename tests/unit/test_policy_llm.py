@@ -187,6 +187,23 @@ def test_queue_time_above_its_share_of_the_slo_scales() -> None:
     assert decide(policy(queueTimeSignal=None), s)[0].replicas == 4
 
 
+def test_latency_max_growth_caps_both_latency_terms() -> None:
+    # Queue time 5 s against 0.5 s would scale 8 ready by 10: the default cap doubles them,
+    # 1.5 gives 12, and 1 leaves the floor of one more than ready.
+    s = snap(1000, 8, prompt=0, gen=0, **{QUEUE_TIME_P95_SECONDS: 5.0})
+    assert decide(policy(), s)[0].replicas == 16
+    assert decide(policy(latencyMaxGrowth=1.5), s)[0].replicas == 12
+    assert decide(policy(latencyMaxGrowth=1), s)[0].replicas == 9
+    # Below the cap the excess still scales: 0.6 s against 0.5 s is 1.2 x 8 = 9.6 -> 10.
+    s = snap(1000, 8, prompt=0, gen=0, **{QUEUE_TIME_P95_SECONDS: 0.6})
+    assert decide(policy(latencyMaxGrowth=1.5), s)[0].replicas == 10
+    # The TTFT fallback (no queue time reported) takes the same cap: 20 s against 1.6 s.
+    s = snap(1000, 4, prompt=0, gen=0, waiting=1, **{signals.TTFT_P95_SECONDS: 20.0})
+    assert decide(policy(latencyMaxGrowth=1.25), s)[0].replicas == 5
+    with pytest.raises(ValueError, match="latencyMaxGrowth"):
+        policy(latencyMaxGrowth=0.5)
+
+
 def test_ttft_is_not_judged_when_queue_time_is_reported() -> None:
     # On long prompts TTFT is mostly each request's own prefill: with queue time reported, a TTFT
     # of 5 s (which alone would double 4 ready replicas: 5 / 1.6 > 2) adds nothing, because the

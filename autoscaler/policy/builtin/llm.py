@@ -36,7 +36,10 @@ once and a term adds replicas only when demand outgrows it:
   ``prefill = prompt tokens/s / rps / prefillTokensPerSecond`` (the mean request's own prefill
   on an idle replica; 0 without ``rps``; at most half the SLO). Queue time p95 (vLLM's
   ``request_queue_time``: TTFT less the request's own prefill) above ``queueTimeFraction *
-  budget`` asks for ``max(ready + 1, ceil(ready * latency / bound))`` (at most twice ready).
+  budget`` asks for ``max(ready + 1, ceil(ready * min(latency / bound, latencyMaxGrowth)))``
+  (``latencyMaxGrowth`` default 2: at most twice ready; 1: one replica more per decision). Where
+  the SLO is shorter than a cold start, what spikes the latency (a cluster of long prompts) has
+  cleared before a new replica is ready, so a gentler response can pay for less idle capacity.
   TTFT is the fallback only when no queue time is reported: ``TTFT p95 - prefill`` against
   ``ttftScaleUpFraction * budget``, and only while requests queue (``ttftMinWaiting``). Raw TTFT
   would pin the fleet on long prompts: an 85k-token prompt's prefill alone takes 7 s on an idle
@@ -117,6 +120,7 @@ class LlmKnobs:
         "include_throttled",
         "kv_target",
         "kv_window_seconds",
+        "latency_max_growth",
         "phases",
         "prefill_tokens_per_second",
         "queue_aggregation",
@@ -161,6 +165,7 @@ class LlmKnobs:
         self.ttft_hold_fraction = float(p.ttft_hold_fraction)
         self.ttft_min_waiting = float(p.ttft_min_waiting)
         self.queue_time_fraction = float(p.queue_time_fraction)
+        self.latency_max_growth = float(p.latency_max_growth)
         self.settle_seconds = float(p.settle_seconds)
         self.scale_down_margin = float(p.scale_down_margin)
         self.scale_down_delay_seconds = float(p.scale_down_delay_seconds)
@@ -319,8 +324,9 @@ class LlmPolicy(Policy[LlmParams, LlmState]):
             if saturated and arrivals is not None and growth > 0 and arrivals > 0:
                 factor = min(arrivals / max(arrivals - growth, arrivals / 4.0), 4.0)
                 n_unserved = _ceil(load * factor / p.target_utilization)
-        n_ttft = _latency_count(ready, wait, p.ttft_scale_up_fraction * after_prefill)
-        n_qtime = _latency_count(ready, qtime, p.queue_time_fraction * after_prefill)
+        cap = p.latency_max_growth
+        n_ttft = _latency_count(ready, wait, p.ttft_scale_up_fraction * after_prefill, cap)
+        n_qtime = _latency_count(ready, qtime, p.queue_time_fraction * after_prefill, cap)
         want = _largest(n_tokens, n_queue, n_kv, n_ttft, n_qtime, n_unserved)
         inputs = {
             "prompt_tokens_per_second": prompt,
@@ -467,12 +473,12 @@ def _prefill_seconds(p: LlmKnobs, prompt: float, rps: float | None) -> float:
     return min(prompt / rps / p.prefill_tokens_per_second, 0.5 * p.slo_ttft_seconds)
 
 
-def _latency_count(ready: int, latency: float | None, bound: float) -> int:
-    """Replicas a latency above its bound asks for: ready scaled by the excess (at most doubled),
-    at least one more than ready; 0 (no opinion) within the bound."""
+def _latency_count(ready: int, latency: float | None, bound: float, growth: float) -> int:
+    """Replicas a latency above its bound asks for: ready scaled by the excess (at most
+    ``growth`` times), at least one more than ready; 0 (no opinion) within the bound."""
     if latency is None or latency <= bound:
         return 0
-    return max(ready + 1, _ceil(ready * min(latency / bound, 2.0)))
+    return max(ready + 1, _ceil(ready * min(latency / bound, growth)))
 
 
 def _mixed_capacity(p: LlmKnobs, prompt: float, gen: float) -> float:

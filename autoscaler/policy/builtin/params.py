@@ -256,6 +256,11 @@ class LlmParams(Params):
     queue_time_fraction: float = Field(
         0.25, gt=0, description="of the SLO after prefill: queue time above adds, above half holds"
     )
+    latency_max_growth: float = Field(
+        2.0,
+        ge=1,
+        description="a latency term asks for at most this times the ready replicas (and one more)",
+    )
     settle_seconds: float = Field(
         30.0, ge=0, description="latency after replicas became ready is ignored this long"
     )
