@@ -274,9 +274,10 @@ class Space:
     dims: tuple[Dimension, ...]
     original: Point  # the values as written in the policy
 
-    def render(self, point: Point) -> str:
-        """The policy text with ``point``'s values written over the scalars at the paths."""
-        return substitute(self.policy_text, [d.keys for d in self.dims], point)
+    def render(self, point: Point, *, mark: bool = False) -> str:
+        """The policy text with ``point``'s values written over the scalars at the paths (with
+        ``mark``, each changed value's line says what was written there: ``substitute``)."""
+        return substitute(self.policy_text, [d.keys for d in self.dims], point, mark=mark)
 
     def document(self, point: Point) -> PolicyFile:
         return parse_policy(self.render(point), self.policy_file)
@@ -310,15 +311,33 @@ def scalar_at(text: str, path: Keys) -> Any:
     return None if node is None else yaml.safe_load(node.value)
 
 
-def substitute(text: str, paths: Sequence[Keys], values: Sequence[Scalar]) -> str:
-    """Replace the scalar at each path with a value, in place; everything else stays as written."""
+def substitute(
+    text: str, paths: Sequence[Keys], values: Sequence[Scalar], *, mark: bool = False
+) -> str:
+    """Replace the scalar at each path with a value, in place; everything else stays as written.
+
+    With ``mark``, a value that changed and ends its line gets ``# tuned; as written: <old>`` as
+    that line's comment, in place of the comment the file had there. That comment described the
+    value as written (``scaleDownMaxReplicas: 1  # of one replica``) and would mislead next to
+    another value. A value inside a flow mapping (``{upSeconds: 0, downSeconds: 0}``) keeps its
+    line as it is, because the comment there belongs to the whole mapping."""
     root = _compose(text)
     edits: list[tuple[int, int, str]] = []
     for keys, value in zip(paths, values, strict=True):
         node, why = _scalar_node(root, keys)
         if node is None:
             raise ValueError(f"{_describe(keys)}: {why}")
-        edits.append((node.start_mark.index, node.end_mark.index, format_scalar(value)))
+        start, end, new = node.start_mark.index, node.end_mark.index, format_scalar(value)
+        written = yaml.safe_load(node.value) if node.style is None else node.value
+        if mark and written != value:
+            line_end = text.find("\n", end)
+            line_end = len(text) if line_end < 0 else line_end
+            rest = text[end:line_end]
+            if not rest.strip() or rest.lstrip().startswith("#"):
+                lead = rest[: len(rest) - len(rest.lstrip())] if rest.strip() else "  "
+                new = f"{new}{lead}# tuned; as written: {text[start:end]}"
+                end = line_end
+        edits.append((start, end, new))
     for start, end, new in sorted(edits, reverse=True):
         text = text[:start] + new + text[end:]
     return text
@@ -560,7 +579,8 @@ class TuneResult:
         return sorted(out, key=lambda e: (e.gpu_hours, e.index))
 
     def tuned_text(self) -> str:
-        return self.space.render(self.best.point)
+        """The tuned policy file: the chosen point, each changed value marked."""
+        return self.space.render(self.best.point, mark=True)
 
 
 def _primes(n: int) -> list[int]:

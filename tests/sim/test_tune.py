@@ -284,6 +284,25 @@ def test_substitute_keeps_comments_and_layout() -> None:
     assert out.replace("2.5", "4").replace("downSeconds: 300", "downSeconds: 120") == QUEUE
 
 
+def test_a_marked_substitution_says_what_each_changed_value_was() -> None:
+    target = ("spec", "targets", 0, "policy", "params", "targetPerReplica")
+    window = ("spec", "targets", 0, "policy", "params", "windowSeconds")
+    floor = ("spec", "targets", 0, "guards", "minReplicas")
+    down = ("spec", "targets", 0, "guards", "stabilization", "downSeconds")
+    out = substitute(QUEUE, [target, window, floor, down], [2.5, 30, 3, 300], mark=True)
+    # The file's comment described 4; it gives way, at the same column, to what was written.
+    assert "targetPerReplica: 2.5   # tuned; as written: 4\n" in out
+    assert "minReplicas: 3  # tuned; as written: 1\n" in out
+    # Unchanged values (30 as 30) are left alone, and so is a line holding a flow mapping.
+    assert "          windowSeconds: 30\n" in out
+    assert "stabilization: {upSeconds: 0, downSeconds: 300}\n" in out
+    assert yaml.safe_load(out)["spec"]["targets"][0]["guards"]["minReplicas"] == 3
+    # Unmarked (every evaluation), the layout and comments stay exactly as written.
+    assert "targetPerReplica: 2.5   # waiting requests per replica" in substitute(
+        QUEUE, [target], [2.5]
+    )
+
+
 def test_cli_tune_writes_a_tuned_policy_that_validates(
     tmp_path: Path, trace: Trace, capsys: pytest.CaptureFixture[str]
 ) -> None:
