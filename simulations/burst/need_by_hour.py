@@ -15,7 +15,8 @@ exceeds the SLO miss at any size). Then two figures:
 - the hour-by-hour oracle: each hour at its own fewest replicas (foresight of each hour, no cold
   starts), with its GPU-hours and attainment, a bound no online autoscaler reaches;
 - the correlation between an hour's need and its prefill load: how much of the need load
-  explains, hence how much an autoscaler tracking load can give back.
+  explains, hence how much an autoscaler tracking load can give back; and the same for the
+  hour's count of long prompts (over 16k, 32k, 64k tokens), a signal a source could add.
 
 simulations/README.md ("Where we lose") has what this gave on ServeGen.
 """
@@ -35,6 +36,7 @@ from autoscaler.sim.tune import parse_path, substitute
 
 STATIC = ROOT / "policies" / "baselines" / "static-peak.yaml"
 HOUR = 3600.0
+LONG_PROMPTS = (16_000, 32_000, 64_000)
 
 
 def fewest_within(per_hour: dict[int, np.ndarray], tolerance: float) -> np.ndarray:
@@ -113,6 +115,14 @@ def main() -> int:
         f"need against prefill load: correlation {corr:.2f}; need {need.min()}-{need.max()} "
         f"replicas while the load runs {load.min():.1f}-{load.max():.1f}"
     )
+    # A source could count long prompts too (vLLM's request_prompt_tokens histogram): do they
+    # say more about the need than the load does?
+    for tokens in LONG_PROMPTS:
+        long = np.bincount(hour, weights=s.full.input_tokens[held] > tokens, minlength=hours)
+        print(
+            f"need against prompts over {tokens // 1000}k tokens an hour: correlation "
+            f"{float(np.corrcoef(long, need)[0, 1]):.2f}"
+        )
     return 0
 
 
