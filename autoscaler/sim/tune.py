@@ -328,8 +328,7 @@ def substitute(
         if node is None:
             raise ValueError(f"{_describe(keys)}: {why}")
         start, end, new = node.start_mark.index, node.end_mark.index, format_scalar(value)
-        written = yaml.safe_load(node.value) if node.style is None else node.value
-        if mark and written != value:
+        if mark and (yaml.safe_load(node.value) if node.style is None else node.value) != value:
             line_end = text.find("\n", end)
             line_end = len(text) if line_end < 0 else line_end
             rest = text[end:line_end]

@@ -33,9 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from need_by_hour import replay_fleets
-from scenario import Scenario, load_scenario
-
-from autoscaler.sim.traces import Trace
+from scenario import load_scenario
 
 
 @dataclass(frozen=True)
@@ -87,21 +85,6 @@ def fit(half: Half, target: float, a_grid: np.ndarray, b_grid: np.ndarray) -> Fi
     return best
 
 
-def cut(
-    s: Scenario, trace: Trace, t0: float, end: float, block_s: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Block index of each request of ``trace`` arriving in [t0, end], and per block its length
-    and prefill load."""
-    sel = trace.arrival_s >= t0
-    block = ((trace.arrival_s[sel] - t0) // block_s).astype(int)
-    blocks = int(block.max()) + 1
-    starts = t0 + block_s * np.arange(blocks)
-    seconds = np.minimum(block_s, end - starts)
-    prompt = np.bincount(block, weights=trace.input_tokens[sel], minlength=blocks)
-    prefill = s.cluster.llm.prefill_tokens_per_second if s.cluster.llm else float("nan")
-    return block, seconds, prompt / seconds / prefill
-
-
 def parse_sizes(text: str) -> list[int]:
     """``8-28`` or ``10,12,16``: the fleet sizes to replay."""
     if "-" in text:
@@ -132,25 +115,23 @@ def main() -> int:
         "training": (training, 0.0, float(training.span_s), None),
         "held-out": (s.full, s.mid, float(s.full.span_s), s.mid),
     }
-    fine: dict[str, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
+    met: dict[str, dict[int, np.ndarray]] = {}  # half -> size -> requests met per fine block
     for name, (trace, t0, end, measure_from) in halves.items():
         print(f"{name} half: fixed fleets", flush=True)
-        block, _, _ = cut(s, trace, t0, end, finest)
-        met = {}
-        for n in sizes:
-            per_block = replay_fleets(trace, s, [n], block, measure_from=measure_from)[n]
-            met[n] = per_block * np.bincount(block, minlength=len(per_block))  # requests met
-        fine[name] = (block, met)
+        block, _, _ = s.blocks(trace, t0, end, finest)
+        per_block = replay_fleets(trace, s, sizes, block, measure_from=measure_from)
+        requests = np.bincount(block)
+        met[name] = {n: per_block[n] * requests for n in sizes}
     for block_s in block_lengths:
         built: dict[str, Half] = {}
         for name, (trace, t0, end, _) in halves.items():
-            block, seconds, load = cut(s, trace, t0, end, block_s)
-            _, met = fine[name]
-            to = np.arange(len(met[sizes[0]])) // round(block_s / finest)  # fine -> this block
+            block, seconds, load = s.blocks(trace, t0, end, block_s)
+            fine = met[name]
+            to = np.arange(len(fine[sizes[0]])) // round(block_s / finest)  # fine -> this block
             requests = np.bincount(block, minlength=len(seconds))
             attainment = np.array(
                 [
-                    np.bincount(to, weights=met[n], minlength=len(seconds))
+                    np.bincount(to, weights=fine[n], minlength=len(seconds))
                     / np.maximum(requests, 1)
                     for n in sizes
                 ]

@@ -90,12 +90,9 @@ def main() -> int:
     sizes = sorted(int(x) for x in args.replicas.split(","))
     s = load_scenario(args.scenario)
     held = s.full.arrival_s >= s.mid
-    hour = ((s.full.arrival_s[held] - s.mid) // HOUR).astype(int)
-    hours = int(hour.max()) + 1
+    hour, _, load = s.blocks(s.full, s.mid, float(s.full.span_s), HOUR)
+    hours = len(load)
     requests = np.bincount(hour, minlength=hours)
-    prompt = np.bincount(hour, weights=s.full.input_tokens[held], minlength=hours)
-    prefill = s.cluster.llm.prefill_tokens_per_second if s.cluster.llm else float("nan")
-    load = prompt / HOUR / prefill
     per_hour = replay_fleets(s.full, s, sizes, hour, measure_from=s.mid)
     ceiling = per_hour[sizes[-1]]
     need = fewest_within(per_hour, args.tolerance)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +36,20 @@ class Scenario:
         return load_trace(
             ROOT / self.spec["trace"], "auto", start_s=self.start, end_s=self.mid, seed=0
         )
+
+    def blocks(
+        self, trace: Trace, t0: float, end: float, block_s: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Block index of each request of ``trace`` arriving in [t0, end], and per block its
+        length (s) and prefill load (prompt tokens/s over the cluster's prefill rate: replicas
+        kept busy by prefill alone)."""
+        sel = trace.arrival_s >= t0
+        block = ((trace.arrival_s[sel] - t0) // block_s).astype(np.int64)
+        count = int(block.max()) + 1
+        seconds = np.minimum(block_s, end - (t0 + block_s * np.arange(count)))
+        prompt = np.bincount(block, weights=trace.input_tokens[sel], minlength=count)
+        llm = self.cluster.llm
+        return block, seconds, prompt / seconds / (llm.prefill_tokens_per_second if llm else np.nan)
 
 
 def load_scenario(name: str) -> Scenario:

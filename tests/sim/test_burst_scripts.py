@@ -30,6 +30,22 @@ def test_the_scenario_is_loaded_as_run_all_replays_it() -> None:
     assert float(train.arrival_s.max()) < mid
 
 
+def test_blocks_give_each_request_its_block_and_each_block_its_prefill_load() -> None:
+    s = load_scenario("azure-code")
+    train = s.training()
+    end = float(train.arrival_s.max())
+    block, seconds, load = s.blocks(train, 0.0, end, 600.0)
+    assert len(block) == train.requests and block.max() == len(seconds) - 1
+    assert seconds[:-1].tolist() == [600.0] * (len(seconds) - 1)
+    assert seconds[-1] == pytest.approx(end - 600.0 * (len(seconds) - 1))
+    prefill = s.cluster.llm.prefill_tokens_per_second if s.cluster.llm else 0.0
+    first = train.input_tokens[train.arrival_s < 600.0].sum() / 600.0 / prefill
+    assert load[0] == pytest.approx(first)
+    # From t0 on only: requests before it are not counted.
+    later, _, _ = s.blocks(train, 600.0, end, 600.0)
+    assert len(later) == int((train.arrival_s >= 600.0).sum())
+
+
 def test_the_need_is_the_fewest_replicas_near_each_hours_ceiling() -> None:
     per_hour = {
         10: np.array([0.990, 0.500, 0.996]),
